@@ -1,0 +1,3 @@
+from kyphofhir.cli import main
+
+main()

@@ -1,0 +1,41 @@
+"""System-level interactions: capabilities, transaction/batch, system history."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from kyphofhir.errors import MethodNotAllowed
+from kyphofhir.fhir.capability import capability_statement
+from kyphofhir.services.transaction import Prefer, process
+
+from .interactions import history_response, services
+from .negotiation import base_url, fhir_response, parse_body, prefer_return
+
+
+def metadata() -> Response:
+    return fhir_response(capability_statement(services().registry, base_url()))
+
+
+def transaction() -> Response:
+    body = parse_body(request)
+    result = process(services(), body, base=base_url(), prefer=Prefer(prefer_return(request)))
+    return fhir_response(result)
+
+
+def system_search() -> Response:
+    raise MethodNotAllowed(
+        "System-level search is not supported yet; search a resource type, e.g. GET /fhir/Patient."
+    )
+
+
+def register(bp: Blueprint) -> None:
+    bp.add_url_rule("/metadata", view_func=metadata, methods=["GET"])
+    bp.add_url_rule("", view_func=transaction, methods=["POST"])
+    bp.add_url_rule("/", view_func=transaction, methods=["POST"], endpoint="transaction_slash")
+    bp.add_url_rule("", view_func=system_search, methods=["GET"])
+    bp.add_url_rule(
+        "/_history",
+        view_func=lambda: history_response(None, None),
+        endpoint="system_history",
+        methods=["GET"],
+    )

@@ -1,0 +1,1 @@
+"""Package data: R4 definitions (see docs/storage.md for provenance)."""

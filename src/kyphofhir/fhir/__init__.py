@@ -1,0 +1,1 @@
+"""FHIR helpers: models seam, bundles, outcomes, references, dates (pure)."""

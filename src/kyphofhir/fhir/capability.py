@@ -1,0 +1,71 @@
+"""The CapabilityStatement, generated from what is registered. Pure.
+
+Only what works is listed: the served types, the interactions the REST layer routes,
+the search parameters the store indexes (plus ``_id``/``_lastUpdated``), and JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kyphofhir import __version__
+from kyphofhir.fhir.datetimes import format_instant, now_instant
+from kyphofhir.fhir.models import FHIR_VERSION, SERVED_TYPES
+from kyphofhir.search.registry import SearchRegistry
+
+TYPE_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
+FORMATS = ("application/fhir+json", "application/json", "json")
+
+
+def capability_statement(registry: SearchRegistry, base_url: str) -> dict[str, Any]:
+    resources: list[dict[str, Any]] = []
+    for rtype in SERVED_TYPES:
+        params = [
+            {"name": p.code, "definition": p.url, "type": p.type}
+            for p in sorted(registry.params(rtype).values(), key=lambda p: p.code)
+            if p.indexed or p.code in ("_id", "_lastUpdated")
+        ]
+        resources.append(
+            {
+                "type": rtype,
+                "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+                "interaction": [{"code": c} for c in TYPE_INTERACTIONS],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalRead": "full-support",
+                "conditionalUpdate": True,
+                "conditionalDelete": "single",
+                "referencePolicy": ["literal", "logical"],
+                "searchParam": params,
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": format_instant(now_instant()),
+        "publisher": "kyphofhir",
+        "kind": "instance",
+        "software": {"name": "kyphofhir", "version": __version__},
+        "implementation": {"description": "kyphofhir FHIR R4 server", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": list(FORMATS),
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": c} for c in SYSTEM_INTERACTIONS],
+            }
+        ],
+    }

@@ -1,0 +1,1 @@
+"""Search parameters, extraction and query parsing (pure: no IO beyond package data)."""

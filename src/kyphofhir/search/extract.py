@@ -1,0 +1,251 @@
+"""Resource → search index rows, one list per index table.
+
+For each indexed parameter of the resource's type the compiled expression yields typed
+values; the parameter's type decides the row shape (see ``docs/storage.md``):
+
+========== =================================================================
+token      system, code, text (Coding, CodeableConcept, Identifier, code, ...)
+string     value_norm (accent- and case-folded), value_exact
+date       lo, hi: inclusive microsecond range (precision, Period, Timing)
+number     value, lo, hi (implicit precision range)
+quantity   value, lo, hi, system, code, unit
+reference  target_type, target_id, url (relative, absolute or canonical)
+uri        value
+========== =================================================================
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from kyphofhir.fhir.datetimes import MAX_US, MIN_US, parse_range
+from kyphofhir.fhir.references import parse_reference
+from kyphofhir.search.fhirpath import Evaluator, TypedValue, compile_expression
+from kyphofhir.search.registry import SearchParam, SearchRegistry
+
+Row = dict[str, Any]
+IndexRows = dict[str, list[Row]]
+
+STRING_MAX = 200  # characters kept per indexed string value
+
+
+def normalize_string(value: str) -> str:
+    """Case- and accent-insensitive form used for string search (``Müller`` → ``muller``)."""
+    decomposed = unicodedata.normalize("NFKD", value)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return stripped.casefold()[:STRING_MAX]
+
+
+@dataclass
+class Extractor:
+    """Compiled extraction for every served type (built once per registry)."""
+
+    registry: SearchRegistry
+    _compiled: dict[str, list[tuple[SearchParam, Evaluator]]] = field(default_factory=dict)
+
+    def _for_type(self, rtype: str) -> list[tuple[SearchParam, Evaluator]]:
+        compiled = self._compiled.get(rtype)
+        if compiled is None:
+            compiled = [
+                (p, compile_expression(p.expression))
+                for p in self.registry.indexed(rtype)
+                if p.expression
+            ]
+            self._compiled[rtype] = compiled
+        return compiled
+
+    def warm(self) -> None:
+        """Compile everything now (at start-up rather than on the first write)."""
+        for rtype in self.registry.by_type:
+            self._for_type(rtype)
+
+    def extract(self, resource: dict[str, Any]) -> IndexRows:
+        rows: IndexRows = {}
+        for param, evaluate in self._for_type(resource["resourceType"]):
+            convert = _CONVERTERS[param.type]
+            seen: set[tuple[Any, ...]] = set()
+            for typed in evaluate(resource):
+                for row in convert(typed):
+                    key = tuple(row.values())
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    row["param"] = param.code
+                    rows.setdefault(param.type, []).append(row)
+        return rows
+
+
+def _tokens(typed: TypedValue) -> Iterator[Row]:
+    kind, value = typed
+    if isinstance(value, dict):
+        if kind == "CodeableConcept" or "coding" in value:
+            text = value.get("text")
+            for coding in value.get("coding") or []:
+                if isinstance(coding, dict) and coding.get("code") is not None:
+                    yield _token(
+                        coding.get("system"), coding["code"], coding.get("display") or text
+                    )
+            if text and not value.get("coding"):
+                yield _token(None, None, text)
+        elif kind == "Identifier":
+            if value.get("value") is not None:
+                yield _token(value.get("system"), value["value"], _type_text(value))
+        elif kind == "ContactPoint":
+            if value.get("value") is not None:
+                yield _token(value.get("system"), value["value"], None)
+        elif value.get("code") is not None:  # Coding and Coding-like
+            yield _token(value.get("system"), value["code"], value.get("display"))
+        elif value.get("value") is not None:
+            yield _token(value.get("system"), value["value"], None)
+    elif isinstance(value, bool):
+        yield _token(None, "true" if value else "false", None)
+    elif value is not None:
+        yield _token(None, str(value), None)
+
+
+def _type_text(identifier: dict[str, Any]) -> str | None:
+    kind = identifier.get("type")
+    return kind.get("text") if isinstance(kind, dict) else None
+
+
+def _token(system: Any, code: Any, text: Any) -> Row:
+    return {
+        "system": str(system) if system is not None else "",
+        "code": str(code)[:STRING_MAX] if code is not None else None,
+        "text": normalize_string(str(text)) if text else None,
+    }
+
+
+_NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
+_ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
+
+
+def _strings(typed: TypedValue) -> Iterator[Row]:
+    _, value = typed
+    for text in _string_leaves(value):
+        if text:
+            yield {"value_norm": normalize_string(text), "value_exact": text[:STRING_MAX]}
+
+
+def _string_leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        parts = _NAME_PARTS if "family" in value or "given" in value else _ADDRESS_PARTS
+        if not any(k in value for k in parts):
+            parts = tuple(k for k in value if k not in ("extension", "id", "use", "period"))
+        for key in parts:
+            item = value.get(key)
+            if isinstance(item, list):
+                yield from (v for v in item if isinstance(v, str))
+            elif isinstance(item, str):
+                yield item
+
+
+def _dates(typed: TypedValue) -> Iterator[Row]:
+    kind, value = typed
+    if isinstance(value, str):
+        try:
+            lo, hi = parse_range(value)
+        except ValueError:
+            return
+        yield {"lo": lo, "hi": hi}
+    elif isinstance(value, dict):
+        if kind == "Timing" or "event" in value:
+            events = [parse_range(e) for e in value.get("event") or [] if _is_date(e)]
+            bounds = value.get("repeat", {}).get("boundsPeriod") if value.get("repeat") else None
+            if bounds:
+                yield from _period(bounds)
+            if events:
+                yield {"lo": min(e[0] for e in events), "hi": max(e[1] for e in events)}
+        else:
+            yield from _period(value)
+
+
+def _is_date(value: Any) -> bool:
+    try:
+        parse_range(value)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _period(value: dict[str, Any]) -> Iterator[Row]:
+    start, end = value.get("start"), value.get("end")
+    if start is None and end is None:
+        return
+    lo = parse_range(start)[0] if isinstance(start, str) and _is_date(start) else MIN_US
+    hi = parse_range(end)[1] if isinstance(end, str) and _is_date(end) else MAX_US
+    yield {"lo": lo, "hi": hi}
+
+
+def precision_range(value: Any) -> tuple[float, float, float] | None:
+    """(value, lo, hi): the implicit range of a decimal given its significant digits."""
+    try:
+        dec = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    if not dec.is_finite():
+        return None
+    exponent = dec.as_tuple().exponent
+    half = Decimal(5) * Decimal(10) ** (int(exponent) - 1) if isinstance(exponent, int) else 0
+    return float(dec), float(dec - half), float(dec + half)
+
+
+def _numbers(typed: TypedValue) -> Iterator[Row]:
+    _, value = typed
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        rng = precision_range(value)
+        if rng:
+            yield {"value": rng[0], "lo": rng[1], "hi": rng[2]}
+
+
+def _quantities(typed: TypedValue) -> Iterator[Row]:
+    _, value = typed
+    if not isinstance(value, dict) or value.get("value") is None:
+        return
+    rng = precision_range(value["value"])
+    if rng is None:
+        return
+    code = value.get("code") or value.get("currency")
+    yield {
+        "value": rng[0],
+        "lo": rng[1],
+        "hi": rng[2],
+        "system": value.get("system") or "",
+        "code": code,
+        "unit": value.get("unit"),
+    }
+
+
+def _references(typed: TypedValue) -> Iterator[Row]:
+    _, value = typed
+    if isinstance(value, dict):
+        ref = value.get("reference")
+        if isinstance(ref, str):
+            parsed = parse_reference(ref)
+            yield {"target_type": parsed.type, "target_id": parsed.id, "url": parsed.url}
+    elif isinstance(value, str):  # canonical / uri used as reference
+        parsed = parse_reference(value)
+        yield {"target_type": parsed.type, "target_id": parsed.id, "url": parsed.url}
+
+
+def _uris(typed: TypedValue) -> Iterator[Row]:
+    _, value = typed
+    if isinstance(value, str):
+        yield {"value": value[: STRING_MAX * 2]}
+
+
+_CONVERTERS: dict[str, Callable[[TypedValue], Iterator[Row]]] = {
+    "token": _tokens,
+    "string": _strings,
+    "date": _dates,
+    "number": _numbers,
+    "quantity": _quantities,
+    "reference": _references,
+    "uri": _uris,
+}

@@ -1,0 +1,1 @@
+"""Interactions over the store: CRUD, search, history, transactions."""

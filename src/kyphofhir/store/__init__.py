@@ -1,0 +1,1 @@
+"""The storage boundary and its SQL backend."""

@@ -1,0 +1,222 @@
+"""The SQL resource store (SQLite and PostgreSQL through SQLAlchemy Core).
+
+A unit of work is one database transaction. A write stores the ``resource`` row, its
+``resource_version`` row and the index rows of the new version together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from kyphofhir.fhir.datetimes import instant_to_us, us_to_instant
+from kyphofhir.search.extract import IndexRows
+from kyphofhir.search.params import SearchQuery
+from kyphofhir.store.base import (
+    DuplicateResource,
+    Page,
+    StoredResource,
+    StoreUnavailable,
+    VersionConflict,
+)
+from kyphofhir.store.sql.engine import WRITE_OPTION, make_engine
+from kyphofhir.store.sql.query import where_clauses
+from kyphofhir.store.sql.schema import INDEX_TABLES, resource, resource_version
+
+log = logging.getLogger(__name__)
+
+
+class SqlStore:
+    """A :class:`~kyphofhir.store.base.ResourceStore` on an SQLAlchemy engine."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+
+    @contextmanager
+    def unit(self, *, write: bool) -> Iterator[SqlUnit]:
+        try:
+            with self.engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    yield SqlUnit(conn, self.dialect)
+        except IntegrityError as exc:
+            raise DuplicateResource(str(exc.orig)) from exc
+        except OperationalError as exc:
+            log.warning("database operation failed: %s", exc.orig)
+            raise StoreUnavailable(str(exc.orig)) from exc
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", "") in ("40001", "40P01"):
+                raise VersionConflict(str(exc.orig)) from exc
+            raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_RESOURCE_COLS = (
+    resource.c.rid,
+    resource.c.res_type,
+    resource.c.res_id,
+    resource.c.version_id,
+    resource.c.last_updated,
+    resource.c.deleted,
+    resource.c.content,
+)
+
+
+def _stored(row: Any, method: str = "PUT") -> StoredResource:
+    return StoredResource(
+        type=row.res_type,
+        id=row.res_id,
+        version_id=row.version_id,
+        last_updated=us_to_instant(row.last_updated),
+        deleted=bool(row.deleted),
+        text=row.content,
+        method=getattr(row, "method", method),
+    )
+
+
+class SqlUnit:
+    """One transaction on one connection."""
+
+    def __init__(self, conn: Connection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    def get(self, rtype: str, rid: str, *, for_update: bool = False) -> StoredResource | None:
+        stmt = select(*_RESOURCE_COLS).where(resource.c.res_type == rtype, resource.c.res_id == rid)
+        if for_update and self.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = self.conn.execute(stmt).first()
+        return _stored(row) if row else None
+
+    def get_version(self, rtype: str, rid: str, version_id: int) -> StoredResource | None:
+        row = self.conn.execute(
+            select(resource_version).where(
+                resource_version.c.res_type == rtype,
+                resource_version.c.res_id == rid,
+                resource_version.c.version_id == version_id,
+            )
+        ).first()
+        return _stored(row) if row else None
+
+    def write(self, res: StoredResource, index: IndexRows, *, previous_version: int | None) -> None:
+        values = {
+            "version_id": res.version_id,
+            "last_updated": instant_to_us(res.last_updated),
+            "deleted": res.deleted,
+            "content": res.text,
+        }
+        if previous_version is None:
+            # A concurrent create of the same id fails the unique constraint; unit()
+            # turns that into DuplicateResource after rolling back.
+            rid = self.conn.execute(
+                insert(resource)
+                .values(res_type=res.type, res_id=res.id, **values)
+                .returning(resource.c.rid)
+            ).scalar_one()
+        else:
+            rid = self.conn.execute(
+                update(resource)
+                .where(
+                    resource.c.res_type == res.type,
+                    resource.c.res_id == res.id,
+                    resource.c.version_id == previous_version,
+                )
+                .values(**values)
+                .returning(resource.c.rid)
+            ).scalar_one_or_none()
+            if rid is None:
+                raise VersionConflict(
+                    f"{res.type}/{res.id} is no longer at version {previous_version}"
+                )
+            for table in INDEX_TABLES.values():
+                self.conn.execute(delete(table).where(table.c.rid == rid))
+        self.conn.execute(
+            insert(resource_version).values(
+                rid=rid, res_type=res.type, res_id=res.id, method=res.method, **values
+            )
+        )
+        for kind, rows in index.items():
+            if rows:
+                for row in rows:
+                    row["rid"] = rid
+                    row["res_type"] = res.type
+                self.conn.execute(insert(INDEX_TABLES[kind]), rows)
+
+    def search(self, query: SearchQuery, cursor: str | None) -> Page:
+        conditions = where_clauses(query)
+        if cursor is not None:
+            conditions.append(resource.c.rid > int(cursor))
+        rows = self.conn.execute(
+            select(*_RESOURCE_COLS)
+            .where(*conditions)
+            .order_by(resource.c.rid)
+            .limit(query.count + 1)
+        ).all()
+        more = len(rows) > query.count
+        rows = rows[: query.count]
+        next_cursor = str(rows[-1].rid) if more and rows else None
+        return Page([_stored(r) for r in rows], next_cursor, None)
+
+    def count(self, query: SearchQuery) -> int:
+        return int(
+            self.conn.execute(
+                select(func.count()).select_from(resource).where(*where_clauses(query))
+            ).scalar_one()
+        )
+
+    def history(
+        self,
+        rtype: str | None,
+        rid: str | None,
+        *,
+        since: datetime | None,
+        count: int,
+        cursor: str | None,
+    ) -> Page:
+        v = resource_version
+        conditions = []
+        if rtype is not None:
+            conditions.append(v.c.res_type == rtype)
+        if rid is not None:
+            conditions.append(v.c.res_id == rid)
+        if since is not None:
+            conditions.append(v.c.last_updated >= instant_to_us(since))
+        if cursor is not None:
+            conditions.append(v.c.vid < int(cursor))
+        rows = self.conn.execute(
+            select(v).where(*conditions).order_by(v.c.vid.desc()).limit(count + 1)
+        ).all()
+        more = len(rows) > count
+        rows = rows[:count]
+        total = None
+        if cursor is None and not more:
+            total = len(rows)
+        elif cursor is None:
+            total = int(
+                self.conn.execute(
+                    select(func.count()).select_from(v).where(*conditions)
+                ).scalar_one()
+            )
+        next_cursor = str(rows[-1].vid) if more and rows else None
+        return Page([_stored(r) for r in rows], next_cursor, total)
+
+    def lock(self, key: str) -> None:
+        if self.dialect == "postgresql":
+            digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+            self.conn.execute(
+                text("SELECT pg_advisory_xact_lock(:k)"),
+                {"k": int.from_bytes(digest, "big", signed=True)},
+            )
+        # SQLite: write units already hold the database's single write lock.

@@ -1,0 +1,186 @@
+"""SearchQuery → one SQL statement over ``resource`` and the ``spidx_*`` tables.
+
+Each clause becomes an ``EXISTS`` sub-query on its index table correlated by ``rid``;
+the values of a clause are OR-ed, clauses are AND-ed. Date, number and quantity prefixes
+compare ranges as FHIR R4 search §3.1.1.4 describes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from kyphofhir.errors import Invalid
+from kyphofhir.search.extract import normalize_string
+from kyphofhir.search.params import (
+    Clause,
+    DateValue,
+    NumberValue,
+    QuantityValue,
+    ReferenceValue,
+    SearchQuery,
+    TokenValue,
+)
+from kyphofhir.store.sql.schema import INDEX_TABLES, resource
+
+
+def where_clauses(query: SearchQuery) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [
+        resource.c.res_type == query.resource_type,
+        resource.c.deleted.is_(False),
+    ]
+    for clause in query.clauses:
+        conditions.append(_clause(query.resource_type, clause))
+    return conditions
+
+
+def select_ids(query: SearchQuery) -> Select[Any]:
+    return select(resource.c.rid).where(*where_clauses(query))
+
+
+def _clause(rtype: str, clause: Clause) -> ColumnElement[bool]:
+    code = clause.param.code
+    if code == "_id":
+        return _id_clause(clause)
+    if code == "_lastUpdated":
+        return or_(
+            *[_range(resource.c.last_updated, resource.c.last_updated, v) for v in clause.values]
+        )
+    table = INDEX_TABLES[clause.param.type]
+    base = [table.c.rid == resource.c.rid, table.c.param == code, table.c.res_type == rtype]
+    if clause.modifier == "missing":
+        present = exists().where(*base)
+        return not_(present) if clause.values[0] else present
+    if clause.modifier == "not":
+        matches = [_token(table, v) for v in clause.values]
+        return not_(exists().where(*base, or_(*matches)))
+    matches = [_value(clause, table, v) for v in clause.values]
+    return exists().where(*base, or_(*matches))
+
+
+def _id_clause(clause: Clause) -> ColumnElement[bool]:
+    ids = [v.code for v in clause.values if isinstance(v, TokenValue) and v.code]
+    condition = resource.c.res_id.in_(ids) if ids else false()
+    if clause.modifier == "not":
+        return not_(condition)
+    return condition
+
+
+def _value(clause: Clause, table: Table, value: Any) -> ColumnElement[bool]:
+    kind = clause.param.type
+    if kind == "token":
+        if clause.modifier == "text":
+            norm = normalize_string(str(value))
+            return table.c.text.like(_escape_like(norm) + "%", escape="\\")
+        return _token(table, value)
+    if kind == "string":
+        text = str(value)
+        if clause.modifier == "exact":
+            return table.c.value_exact == text
+        norm = _escape_like(normalize_string(text))
+        if clause.modifier == "contains":
+            return table.c.value_norm.like("%" + norm + "%", escape="\\")
+        return table.c.value_norm.like(norm + "%", escape="\\")
+    if kind == "uri":
+        text = str(value)
+        if clause.modifier == "below":
+            return table.c.value.like(_escape_like(text) + "%", escape="\\")
+        if clause.modifier == "above":
+            return func.substr(text, 1, func.length(table.c.value)) == table.c.value
+        return table.c.value == text
+    if kind == "date":
+        if not isinstance(value, DateValue):
+            raise Invalid(
+                f"Bad date value for {clause.param.code}.", expression=[clause.param.code]
+            )
+        return _range(table.c.lo, table.c.hi, value)
+    if kind == "number" and isinstance(value, NumberValue):
+        return _number(table, value)
+    if kind == "quantity" and isinstance(value, QuantityValue):
+        cond = _number(table, value)
+        extra: list[ColumnElement[bool]] = []
+        if value.system is not None:
+            extra.append(table.c.system == value.system)
+        if value.code is not None:
+            extra.append(or_(table.c.code == value.code, table.c.unit == value.code))
+        return and_(cond, *extra)
+    if kind == "reference" and isinstance(value, ReferenceValue):
+        if value.id is not None:
+            cond = table.c.target_id == value.id
+            if value.type is not None:
+                cond = and_(cond, table.c.target_type == value.type)
+            return cond
+        return table.c.url == value.url
+    raise Invalid(f"Unsupported value for {clause.param.code}.", expression=[clause.param.code])
+
+
+def _token(table: Table, value: TokenValue) -> ColumnElement[bool]:
+    conditions: list[ColumnElement[bool]] = []
+    if value.code is not None:
+        conditions.append(table.c.code == value.code)
+    if value.system is not None:
+        conditions.append(table.c.system == value.system)
+    return and_(*conditions) if conditions else true()
+
+
+def _range(
+    lo: ColumnElement[Any], hi: ColumnElement[Any], v: DateValue | NumberValue
+) -> ColumnElement[bool]:
+    """Compare a stored range [lo, hi] with the search range [v.lo, v.hi] by prefix."""
+    p = v.prefix
+    if p == "eq":
+        return and_(lo >= v.lo, hi <= v.hi)
+    if p == "ne":
+        return or_(lo < v.lo, hi > v.hi)
+    if p == "gt":
+        return hi > v.hi
+    if p == "lt":
+        return lo < v.lo
+    if p == "ge":
+        return hi >= v.lo
+    if p == "le":
+        return lo <= v.hi
+    if p == "sa":
+        return lo > v.hi
+    if p == "eb":
+        return hi < v.lo
+    # ap: within 10% of the distance from now, at least the value's own precision
+    span = max(v.hi - v.lo, 1)
+    slack = span // 10 if isinstance(v.lo, int) else span * 0.1
+    return and_(lo <= v.hi + slack, hi >= v.lo - slack)
+
+
+def _number(table: Table, v: NumberValue | QuantityValue) -> ColumnElement[bool]:
+    col = table.c.value
+    p = v.prefix
+    if p == "eq":
+        return and_(col >= v.lo, col < v.hi)
+    if p == "ne":
+        return or_(col < v.lo, col >= v.hi)
+    if p in ("gt", "sa"):
+        return col > v.value
+    if p in ("lt", "eb"):
+        return col < v.value
+    if p == "ge":
+        return col >= v.value
+    if p == "le":
+        return col <= v.value
+    margin = abs(v.value) * 0.1
+    return and_(col >= v.value - margin, col <= v.value + margin)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
