@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 def patient(mrn: str = "1", **extra: Any) -> dict[str, Any]:
     return {
         "resourceType": "Patient",

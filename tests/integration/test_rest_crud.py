@@ -153,7 +153,9 @@ def test_conditional_create(api) -> None:
     api.post("/Patient", json=patient("dup"))
     api.post("/Patient", json=patient("dup"))
     multi = api.post(
-        "/Patient", json=patient("dup"), headers={"If-None-Exist": "identifier=urn:kyphofhir:test:mrn|dup"}
+        "/Patient",
+        json=patient("dup"),
+        headers={"If-None-Exist": "identifier=urn:kyphofhir:test:mrn|dup"},
     )
     assert multi.status_code == 412
     bad = api.post("/Patient", json=patient(), headers={"If-None-Exist": "nonsense=1"})

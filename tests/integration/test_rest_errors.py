@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from samples import details_code, issue_code, patient
 
 from kyphofhir.fhir.models import SERVED_TYPES
+from samples import details_code, issue_code, patient
 
 
 def test_malformed_json_is_400(api) -> None:
-    r = api.post("/Patient", data=b'{"resourceType": "Patient",', headers={"Content-Type": "application/fhir+json"})
+    r = api.post(
+        "/Patient",
+        data=b'{"resourceType": "Patient",',
+        headers={"Content-Type": "application/fhir+json"},
+    )
     assert r.status_code == 400
     assert issue_code(r) == "invalid"
     assert details_code(r) == "MSG_JSON_OBJECT"
@@ -80,7 +84,11 @@ def test_bundle_stored_only_as_document_or_collection(api) -> None:
 
 def test_oversize_body_is_413(api, app) -> None:
     limit = app.config["MAX_CONTENT_LENGTH"]
-    big = b'{"resourceType":"Patient","text":{"status":"generated","div":"' + b"x" * (limit + 10) + b'"}}'
+    big = (
+        b'{"resourceType":"Patient","text":{"status":"generated","div":"'
+        + b"x" * (limit + 10)
+        + b'"}}'
+    )
     r = api.post("/Patient", data=big, headers={"Content-Type": "application/fhir+json"})
     assert r.status_code == 413
     assert issue_code(r) == "too-costly"

@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from samples import details_code, patient, vas
 
 
-def _entry(resource: dict[str, Any] | None, method: str, url: str, full_url: str | None = None,
-           **request: Any) -> dict[str, Any]:
+def _entry(
+    resource: dict[str, Any] | None,
+    method: str,
+    url: str,
+    full_url: str | None = None,
+    **request: Any,
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"request": {"method": method, "url": url, **request}}
     if resource is not None:
         entry["resource"] = resource
@@ -50,7 +56,13 @@ def test_transaction_conditional_create_and_conditional_reference(api) -> None:
     existing = api.post("/Patient", json=patient("cond-1")).json()
     bundle = _bundle(
         "transaction",
-        _entry(patient("cond-1"), "POST", "Patient", "urn:uuid:p", ifNoneExist="identifier=urn:kyphofhir:test:mrn|cond-1"),
+        _entry(
+            patient("cond-1"),
+            "POST",
+            "Patient",
+            "urn:uuid:p",
+            ifNoneExist="identifier=urn:kyphofhir:test:mrn|cond-1",
+        ),
         _entry(vas("urn:uuid:p"), "POST", "Observation"),
         _entry(vas("Patient?identifier=urn:kyphofhir:test:mrn|cond-1"), "POST", "Observation"),
     )
@@ -67,7 +79,9 @@ def test_transaction_processing_order_delete_post_put_get(api) -> None:
     old = api.post("/Patient", json=patient("old")).json()
     bundle = _bundle(
         "transaction",
-        _entry(None, "GET", f"Patient/{old['id']}"),  # GET runs last: sees the update? no, the delete
+        _entry(
+            None, "GET", f"Patient/{old['id']}"
+        ),  # GET runs last: sees the update? no, the delete
         _entry({**patient("new"), "id": "tx-put"}, "PUT", "Patient/tx-put"),
         _entry(patient("posted"), "POST", "Patient"),
         _entry(None, "DELETE", f"Patient/{old['id']}"),
@@ -166,9 +180,21 @@ def test_batch_entries_succeed_or_fail_independently(api) -> None:
     [
         {"resourceType": "Patient"},
         {"resourceType": "Bundle", "type": "collection"},
-        {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": "Patient"}}]},
-        {"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "FLY", "url": "Patient"}}]},
-        {"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "POST", "url": "../etc"}}]},
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": {"resourceType": "Patient"}}],
+        },
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"request": {"method": "FLY", "url": "Patient"}}],
+        },
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"request": {"method": "POST", "url": "../etc"}}],
+        },
     ],
 )
 def test_malformed_bundles_are_400(api, body) -> None:

@@ -33,9 +33,29 @@ IndexRows = dict[str, list[Row]]
 STRING_MAX = 200  # characters kept per indexed string value
 
 
+# Letters that carry no combining mark to strip under NFKD.
+_FOLD = str.maketrans(
+    {
+        "Ø": "O",
+        "ø": "o",
+        "Æ": "AE",
+        "æ": "ae",
+        "Œ": "OE",
+        "œ": "oe",
+        "Ł": "L",
+        "ł": "l",
+        "Đ": "D",
+        "đ": "d",
+        "Þ": "TH",
+        "þ": "th",
+        "ı": "i",
+    }
+)
+
+
 def normalize_string(value: str) -> str:
     """Case- and accent-insensitive form used for string search (``Müller`` → ``muller``)."""
-    decomposed = unicodedata.normalize("NFKD", value)
+    decomposed = unicodedata.normalize("NFKD", value.translate(_FOLD))
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return stripped.casefold()[:STRING_MAX]
 

@@ -85,10 +85,7 @@ def search(
     page = uow.search(query, cursor)
     total: int | None = None
     if query.total != "none":
-        if cursor is None and page.next_cursor is None:
-            total = len(page.items)
-        else:
-            total = uow.count(query)
+        total = page.total if page.total is not None else uow.count(query)
     return SearchResult(query, page, total, warnings)
 
 

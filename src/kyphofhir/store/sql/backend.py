@@ -167,7 +167,8 @@ class SqlUnit:
         more = len(rows) > query.count
         rows = rows[: query.count]
         next_cursor = str(rows[-1].rid) if more and rows else None
-        return Page([_stored(r) for r in rows], next_cursor, None)
+        known_total = len(rows) if cursor is None and not more else None
+        return Page([_stored(r) for r in rows], next_cursor, known_total)
 
     def count(self, query: SearchQuery) -> int:
         return int(
