@@ -18,6 +18,7 @@ Two adjustments, both measured or required:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,8 @@ from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models
 
 from kyphofhir.search.registry import split_union
+
+log = logging.getLogger(__name__)
 
 TypedValue = tuple[str, Any]
 """(FHIR type name, JSON value), e.g. ``("Coding", {"system": ..., "code": ...})``."""
@@ -77,12 +80,23 @@ _PLAIN = re.compile(
 )
 
 
-def rewrite_resolve(expression: str) -> str:
-    """``where(resolve() is Patient)`` → a test on the reference's text."""
-    return _RESOLVE_IS.sub(
+_AS_CAST = re.compile(r"\(\s*([A-Za-z][\w.]*)\s+as\s+([A-Za-z]+)\s*\)")
+
+
+def rewrite_for_indexing(expression: str) -> str:
+    """Adapt R4 search expressions to what fhirpathpy evaluates.
+
+    * ``where(resolve() is Patient)`` becomes a test on the reference's text;
+    * ``(X.value as Quantity)`` becomes ``X.value.ofType(Quantity)``: the R4 definitions
+      apply ``as`` to collections (``Observation.component.value``), which FHIRPath only
+      defines for single items and fhirpathpy rejects; ``ofType`` is the element-wise
+      meaning the definitions intend.
+    """
+    expression = _RESOLVE_IS.sub(
         lambda m: f"reference.matches('(^|/){m.group(1)}/[^/]+(/_history/[^/]+)?$')",
         expression,
     )
+    return _AS_CAST.sub(lambda m: f"{m.group(1)}.ofType({m.group(2)})", expression)
 
 
 def compile_expression(expression: str) -> Evaluator:
@@ -110,12 +124,22 @@ def _compile_branch(branch: str) -> Evaluator:
 def fhirpathpy_evaluator(expression: str) -> Evaluator:
     """The general evaluator: fhirpathpy with the R4 model, typed raw results."""
     fn: Callable[..., list[Any]] = fhirpath_compile(
-        rewrite_resolve(expression), model=_MODEL, options={"returnRawData": True}
+        rewrite_for_indexing(expression), model=_MODEL, options={"returnRawData": True}
     )
 
     def evaluate(resource: dict[str, Any]) -> list[TypedValue]:
         out: list[TypedValue] = []
-        for node in fn(resource):
+        try:
+            nodes = fn(resource)
+        except Exception:  # noqa: BLE001 - one odd expression must not fail a write
+            log.warning(
+                "search expression %r failed on a %s; not indexed",
+                expression,
+                resource.get("resourceType"),
+                exc_info=True,
+            )
+            return out
+        for node in nodes:
             if isinstance(node, ResourceNode):
                 info = node.get_type_info()  # type: ignore[no-untyped-call]
                 name = getattr(info, "name", None) or "string"
