@@ -19,6 +19,7 @@ serve: $(BIN)/kyphofhir
 lint: $(BIN)/kyphofhir
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/lint-imports
 
 typecheck: $(BIN)/kyphofhir
 	$(BIN)/mypy

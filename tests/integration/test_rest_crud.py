@@ -160,6 +160,12 @@ def test_conditional_create(api) -> None:
     assert multi.status_code == 412
     bad = api.post("/Patient", json=patient(), headers={"If-None-Exist": "nonsense=1"})
     assert bad.status_code == 400
+    full_form = api.post(
+        "/Patient",
+        json=patient("42"),
+        headers={"If-None-Exist": "Patient?identifier=urn:kyphofhir:test:mrn|42"},
+    )
+    assert full_form.status_code == 200
 
 
 def test_conditional_update(api) -> None:

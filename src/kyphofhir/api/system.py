@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from kyphofhir.errors import MethodNotAllowed
-from kyphofhir.fhir.capability import capability_statement
+from kyphofhir.services.capability import capability_statement
 from kyphofhir.services.transaction import Prefer, process
 
 from .interactions import history_response, services

@@ -146,7 +146,10 @@ def matches(
     svc: Services, uow: UnitOfWork, rtype: str, criteria: str, limit: int = 2
 ) -> list[StoredResource]:
     """Resources matching a conditional query (unknown parameters are an error here)."""
-    items = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+    text = criteria.strip()
+    if text.startswith(f"{rtype}?"):  # some clients send the full relative URL
+        text = text[len(rtype) + 1 :]
+    items = parse_qsl(text.lstrip("?"), keep_blank_values=True)
     if not items:
         raise Invalid(
             "A conditional interaction needs search criteria.", details_code="MSG_PARAM_INVALID"

@@ -1,4 +1,4 @@
-"""The CapabilityStatement, generated from what is registered. Pure.
+"""The CapabilityStatement, generated from what is registered (types, interactions, search).
 
 Only what works is listed: the served types, the interactions the REST layer routes,
 the search parameters the store indexes (plus ``_id``/``_lastUpdated``), and JSON.
