@@ -27,6 +27,10 @@ class _Server(BaseApplication):  # type: ignore[misc]
             "loglevel": s.log_level.lower(),
             "limit_request_line": 8190,
         }
+        # gunicorn >= 24 opens a control socket under $HOME by default; two instances would
+        # share it and the service has no use for it.
+        if "control_socket_disable" in self.cfg.settings:
+            options["control_socket_disable"] = True
         for key, value in options.items():
             self.cfg.set(key, value)
 

@@ -111,6 +111,7 @@ def test_delete_then_read_is_410_and_history_keeps_versions(api) -> None:
     pid = api.post("/Patient", json=patient()).json()["id"]
     r = api.delete(f"/Patient/{pid}")
     assert r.status_code == 204
+    assert "Content-Type" not in r.headers
     assert r.headers["ETag"] == 'W/"2"'
     gone = api.get(f"/Patient/{pid}")
     assert gone.status_code == 410

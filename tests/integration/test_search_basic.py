@@ -190,3 +190,48 @@ def test_missing_modifier(api, data) -> None:
 def test_escaped_comma_in_value(api, data) -> None:
     api.post("/Patient", json=patient("a,b"))
     assert len(_ids(api, "/Patient", identifier="urn:kyphofhir:test:mrn|a\\,b")) == 1
+
+
+def test_missing_on_column_parameters(api, data) -> None:
+    assert _ids(api, "/Patient", **{"_lastUpdated:missing": "true"}) == set()
+    assert len(_ids(api, "/Patient", **{"_id:missing": "false"})) == 2
+
+
+def test_not_yet_supported_result_parameters_are_reported(api, data) -> None:
+    for name, value in (
+        ("_sort", "birthdate"),
+        ("_include", "Observation:subject"),
+        ("_summary", "true"),
+    ):
+        r = api.get("/Patient", params={name: value})
+        assert r.status_code == 200
+        outcome = [e for e in r.json()["entry"] if e["search"]["mode"] == "outcome"]
+        assert outcome, name
+        strict = api.get("/Patient", params={name: value}, headers={"Prefer": "handling=strict"})
+        assert strict.status_code == 400
+
+
+def test_absolute_reference_search_matches_the_url(api, data) -> None:
+    obs = vas("https://other.example.org/fhir/Patient/ext-1")
+    oid = api.post("/Observation", json=obs).json()["id"]
+    assert _ids(api, "/Observation", subject="https://other.example.org/fhir/Patient/ext-1") == {
+        oid
+    }
+    assert (
+        _ids(api, "/Observation", subject="https://third.example.org/fhir/Patient/ext-1") == set()
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_long_values_are_indexed_on_postgres(api) -> None:
+    long_system = "urn:x:" + "s" * 400
+    pid = api.post(
+        "/Patient",
+        json={"resourceType": "Patient", "identifier": [{"system": long_system, "value": "1"}]},
+    ).json()["id"]
+    assert pid
+    obs = vas(f"Patient/{pid}")
+    obs["valueQuantity"]["code"] = "c" * 300
+    obs["subject"] = {"reference": "https://x.org/" + "p" * 700}
+    assert api.post("/Observation", json=obs).status_code == 201

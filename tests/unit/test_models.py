@@ -76,3 +76,52 @@ def test_unknown_resource_type() -> None:
 def test_served_types_are_the_issue_list() -> None:
     assert len(SERVED_TYPES) == 21
     assert "Bundle" in SERVED_TYPES and "ImagingStudy" in SERVED_TYPES
+
+
+@pytest.mark.parametrize(
+    ("resource", "expression"),
+    [
+        # python field names pydantic would accept (populate_by_name) are not FHIR JSON
+        (
+            {"resourceType": "Encounter", "status": "planned", "class_fhir": {"code": "AMB"}},
+            "Encounter.class_fhir",
+        ),
+        ({"resourceType": "Patient", "gender__ext": {}}, "Patient.gender__ext"),
+        ({"resourceType": "Patient", "fhir_comments": ["x"]}, "Patient.fhir_comments"),
+        # R4B-only data types
+        (
+            {
+                "resourceType": "Patient",
+                "extension": [{"url": "http://x", "valueCodeableReference": {}}],
+            },
+            "Patient.extension[0].valueCodeableReference",
+        ),
+        # required bindings below contentReference elements
+        (
+            {
+                "resourceType": "Questionnaire",
+                "status": "active",
+                "item": [
+                    {"linkId": "1", "type": "group", "item": [{"linkId": "2", "type": "bogus"}]}
+                ],
+            },
+            "Questionnaire.item[0].item[0].type",
+        ),
+        # R4 ids are at most 64 characters, also on contained resources
+        (
+            {"resourceType": "Patient", "contained": [{"resourceType": "Patient", "id": "x" * 70}]},
+            "Patient.contained[0].id",
+        ),
+    ],
+)
+def test_r4_rules_the_r4b_models_miss(resource: dict[str, Any], expression: str) -> None:
+    assert any(expression in expr for _, expr in _issues(resource))
+
+
+def test_primitive_extensions_are_allowed() -> None:
+    validate_resource(
+        {
+            "resourceType": "Patient",
+            "_gender": {"extension": [{"url": "http://x", "valueString": "a"}]},
+        }
+    )

@@ -135,6 +135,8 @@ def fhir_response(
     response = Response(payload if body is not None else None, status=status)
     if body is not None:
         response.headers["Content-Type"] = f"{mimetype}; charset=utf-8"
+    else:
+        del response.headers["Content-Type"]
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response

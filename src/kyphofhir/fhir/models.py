@@ -26,9 +26,11 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.backboneelement import BackboneElement
 from fhir.resources.R4B.resource import Resource as _ResourceModel
+from fhirpathpy.models import models as _fhirpath_models
 from pydantic import BaseModel, ValidationError
 
 from kyphofhir.errors import InvalidResource, Issue
+from kyphofhir.fhir.references import ID_RE as _ID_RE
 
 FHIR_VERSION = "4.0.1"
 
@@ -46,6 +48,11 @@ _REQUIRED_BINDINGS: dict[str, frozenset[str]] = {
     path: frozenset(codes)
     for path, codes in _load_data("r4-required-bindings.json")["bindings"].items()
 }
+
+
+# R4 contentReference elements (``Questionnaire.item.item`` is ``Questionnaire.item``),
+# from the R4 model tables fhirpathpy ships.
+_ELSEWHERE: dict[str, str] = _fhirpath_models["r4"]["pathsDefinedElsewhere"]
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,13 @@ def validate_resource(resource: JsonObject, *, expected_type: str | None = None)
     except (ValueError, TypeError) as exc:  # model root validators raise these directly
         issues.append(Issue("error", "invariant", str(exc), (rtype,), "MSG_CANT_PARSE_CONTENT"))
     if issues:
-        first, rest = issues[0], issues[1:]
+        seen: set[tuple[str, ...]] = set()
+        unique = []
+        for issue in issues:  # the R4 checks run first; the model may repeat them
+            if issue.expression not in seen:
+                seen.add(issue.expression)
+                unique.append(issue)
+        first, rest = unique[0], unique[1:]
         raise InvalidResource(
             first.diagnostics,
             expression=first.expression,
@@ -198,46 +211,74 @@ _KIND_CHECKS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
+# Data types that exist in R4B but not in R4 (docs/fhir-version.md): an element whose JSON
+# name ends with one of them (``valueCodeableReference``, ``fixedRatioRange``) is not R4.
+_R4B_ONLY_TYPE_SUFFIXES = ("CodeableReference", "RatioRange")
+
+
+@cache
+def _json_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The JSON property names FHIR allows on ``model`` (aliases, ``_x`` primitive extensions).
+
+    pydantic also accepts python field names (``class_fhir``, ``gender__ext``,
+    ``fhir_comments``) because the models set ``populate_by_name``; FHIR JSON does not.
+    """
+    keys = {
+        info.alias or name for name, info in model.model_fields.items() if name != "fhir_comments"
+    }
+    keys.add("resourceType")
+    return frozenset(k for k in keys if not k.endswith(_R4B_ONLY_TYPE_SUFFIXES))
+
+
+def _canonical_backbone_path(path: str) -> str:
+    """``Questionnaire.item.item`` → ``Questionnaire.item`` (R4 contentReference elements)."""
+    return _ELSEWHERE.get(path, path)
+
+
 def _check_json_kinds(
     data: JsonObject, model: type[BaseModel], where: str, path: str, issues: list[Issue]
 ) -> None:
-    """Walk the JSON next to the model: JSON kinds and required code bindings."""
+    """Walk the JSON next to the model: FHIR property names, JSON kinds, required bindings."""
     fields = _fields(model)
+    allowed_keys = _json_keys(model)
+    if issubclass(model, _ResourceModel) and "id" in data:
+        rid = data["id"]
+        if not isinstance(rid, str) or not _ID_RE.match(rid):
+            issues.append(
+                Issue(
+                    "error",
+                    "value",
+                    "A resource id is 1-64 characters of A-Z a-z 0-9 - .",
+                    (f"{where}.id",),
+                    "MSG_ID_INVALID",
+                )
+            )
     for key, value in data.items():
+        if key not in allowed_keys:
+            issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    "Unknown element (not part of FHIR R4).",
+                    (f"{where}.{key}",),
+                    "MSG_UNKNOWN_ELEMENT",
+                )
+            )
+            continue
         spec = fields.get(key)
         if spec is None:
-            continue  # unknown keys are reported by the model (extra="forbid")
+            continue  # primitive extension (``_gender``): checked by the model
         items = value if spec.is_list and isinstance(value, list) else [value]
         for index, item in enumerate(items):
             here = f"{where}.{key}" + (f"[{index}]" if spec.is_list else "")
             if item is None:
                 continue
             if spec.kind in _KIND_CHECKS:
-                allowed, label = _KIND_CHECKS[spec.kind]
-                bad_bool = spec.kind != "bool" and isinstance(item, bool)
-                if not isinstance(item, allowed) or bad_bool:
-                    issues.append(
-                        Issue(
-                            "error", "value", f"Must be {label}.", (here,), "MSG_CANT_PARSE_CONTENT"
-                        )
-                    )
-                    continue
-                codes = _REQUIRED_BINDINGS.get(f"{path}.{spec.element}")
-                if codes is not None and isinstance(item, str) and item not in codes:
-                    issues.append(
-                        Issue(
-                            "error",
-                            "code-invalid",
-                            f"Code {item!r} is not in the required value set for "
-                            f"{path}.{spec.element}.",
-                            (here,),
-                            "MSG_CODE_INVALID",
-                        )
-                    )
+                _check_primitive(spec, item, here, path, issues)
             elif spec.kind == "model" and spec.model is not None and isinstance(item, dict):
                 sub = spec.model
                 sub_path = (
-                    f"{path}.{spec.element}"
+                    _canonical_backbone_path(f"{path}.{spec.element}")
                     if issubclass(sub, BackboneElement)
                     else _type_name(sub)
                 )
@@ -246,6 +287,27 @@ def _check_json_kinds(
                 rtype = item.get("resourceType")
                 if isinstance(rtype, str) and is_known_type(rtype):
                     _check_json_kinds(item, model_class(rtype), here, rtype, issues)
+
+
+def _check_primitive(spec: _Field, item: Any, here: str, path: str, issues: list[Issue]) -> None:
+    allowed, label = _KIND_CHECKS[spec.kind]
+    bad_bool = spec.kind != "bool" and isinstance(item, bool)
+    if not isinstance(item, allowed) or bad_bool:
+        issues.append(
+            Issue("error", "value", f"Must be {label}.", (here,), "MSG_CANT_PARSE_CONTENT")
+        )
+        return
+    codes = _REQUIRED_BINDINGS.get(f"{path}.{spec.element}")
+    if codes is not None and isinstance(item, str) and item not in codes:
+        issues.append(
+            Issue(
+                "error",
+                "code-invalid",
+                f"Code {item!r} is not in the required value set for {path}.{spec.element}.",
+                (here,),
+                "MSG_CODE_INVALID",
+            )
+        )
 
 
 def _type_name(model: type[BaseModel]) -> str:

@@ -30,7 +30,12 @@ from kyphofhir.search.registry import SearchParam, SearchRegistry
 Row = dict[str, Any]
 IndexRows = dict[str, list[Row]]
 
-STRING_MAX = 200  # characters kept per indexed string value
+# Longest values kept in the index columns (docs/storage.md); longer values are cut, so a
+# search for them matches on the kept prefix.
+STRING_MAX = 200
+SYSTEM_MAX = 255
+CODE_MAX = 100
+URL_MAX = 500
 
 
 # Letters that carry no combining mark to strip under NFKD.
@@ -134,7 +139,7 @@ def _type_text(identifier: dict[str, Any]) -> str | None:
 
 def _token(system: Any, code: Any, text: Any) -> Row:
     return {
-        "system": str(system) if system is not None else "",
+        "system": str(system)[:SYSTEM_MAX] if system is not None else "",
         "code": str(code)[:STRING_MAX] if code is not None else None,
         "text": normalize_string(str(text)) if text else None,
     }
@@ -232,13 +237,14 @@ def _quantities(typed: TypedValue) -> Iterator[Row]:
     if rng is None:
         return
     code = value.get("code") or value.get("currency")
+    unit = value.get("unit")
     yield {
         "value": rng[0],
         "lo": rng[1],
         "hi": rng[2],
-        "system": value.get("system") or "",
-        "code": code,
-        "unit": value.get("unit"),
+        "system": str(value.get("system") or "")[:SYSTEM_MAX],
+        "code": str(code)[:CODE_MAX] if code is not None else None,
+        "unit": str(unit)[:CODE_MAX] if unit is not None else None,
     }
 
 
@@ -247,17 +253,21 @@ def _references(typed: TypedValue) -> Iterator[Row]:
     if isinstance(value, dict):
         ref = value.get("reference")
         if isinstance(ref, str):
-            parsed = parse_reference(ref)
-            yield {"target_type": parsed.type, "target_id": parsed.id, "url": parsed.url}
+            yield _reference_row(ref)
     elif isinstance(value, str):  # canonical / uri used as reference
-        parsed = parse_reference(value)
-        yield {"target_type": parsed.type, "target_id": parsed.id, "url": parsed.url}
+        yield _reference_row(value)
+
+
+def _reference_row(text: str) -> Row:
+    parsed = parse_reference(text)
+    url = parsed.url[:URL_MAX] if parsed.url else None
+    return {"target_type": parsed.type, "target_id": parsed.id, "url": url}
 
 
 def _uris(typed: TypedValue) -> Iterator[Row]:
     _, value = typed
     if isinstance(value, str):
-        yield {"value": value[: STRING_MAX * 2]}
+        yield {"value": value[:URL_MAX]}
 
 
 _CONVERTERS: dict[str, Callable[[TypedValue], Iterator[Row]]] = {

@@ -36,6 +36,20 @@ RESULT_PARAMS = frozenset(
         "_at",
     }
 )
+# Result parameters recognised but not implemented yet: reported like unknown parameters
+# (a warning in the searchset, 400 under Prefer: handling=strict), never silently dropped.
+NOT_YET_SUPPORTED = frozenset(
+    {
+        "_sort",
+        "_include",
+        "_revinclude",
+        "_elements",
+        "_contained",
+        "_containedType",
+        "_since",
+        "_at",
+    }
+)
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 SUPPORTED_PREFIXES = {"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"}
 SUPPORTED_MODIFIERS: dict[str, frozenset[str]] = {
@@ -203,7 +217,10 @@ def _result_param(query: SearchQuery, name: str, raw: str, max_count: int) -> No
         query.total = raw
     elif name == "_summary" and raw == "count":
         query.summary_count = True
-    # other result parameters are accepted and handled (or ignored) by the caller
+    elif name == "_summary" and raw == "false":
+        pass  # the default
+    elif name in NOT_YET_SUPPORTED or name == "_summary":
+        query.unknown.append(f"{name}={raw}" if name == "_summary" else name)
 
 
 def _prefix(value: str) -> tuple[str, str]:
@@ -241,7 +258,7 @@ def _parse_value(kind: str, name: str, raw: str, modifier: str | None) -> Any:
     if kind == "reference":
         text = unescape(raw)
         parsed = parse_reference(text)
-        if parsed.type:
+        if parsed.type and not parsed.base:
             return ReferenceValue(parsed.type, parsed.id, None)
         if "/" not in text and ":" not in text:
             return ReferenceValue(None, text, None)

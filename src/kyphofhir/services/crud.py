@@ -175,6 +175,8 @@ def create(
     new_id: str | None = None,
 ) -> WriteResult:
     check_type(rtype)
+    if isinstance(body, dict) and "id" in body:  # R4: the server ignores an id on create
+        body = {k: v for k, v in body.items() if k != "id"}
     prepared = prepare(rtype, body)
     if if_none_exist:
         uow.lock(f"{rtype}?{if_none_exist}")

@@ -32,6 +32,8 @@ from kyphofhir.store.sql.schema import INDEX_TABLES, resource, resource_version
 
 log = logging.getLogger(__name__)
 
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
 
 class SqlStore:
     """A :class:`~kyphofhir.store.base.ResourceStore` on an SQLAlchemy engine."""
@@ -51,12 +53,14 @@ class SqlStore:
                     yield SqlUnit(conn, self.dialect)
         except IntegrityError as exc:
             raise DuplicateResource(str(exc.orig)) from exc
-        except OperationalError as exc:
-            log.warning("database operation failed: %s", exc.orig)
-            raise StoreUnavailable(str(exc.orig)) from exc
         except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", "") in ("40001", "40P01"):
+            # PostgreSQL serialization failures and deadlocks (psycopg raises them as
+            # OperationalError subclasses) are lost races: the caller retries.
+            if getattr(exc.orig, "sqlstate", "") in _RETRYABLE_SQLSTATES:
                 raise VersionConflict(str(exc.orig)) from exc
+            if isinstance(exc, OperationalError):
+                log.warning("database operation failed: %s", exc.orig)
+                raise StoreUnavailable(str(exc.orig)) from exc
             raise
 
     def dispose(self) -> None:

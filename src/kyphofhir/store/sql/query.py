@@ -53,6 +53,9 @@ def select_ids(query: SearchQuery) -> Select[Any]:
 
 def _clause(rtype: str, clause: Clause) -> ColumnElement[bool]:
     code = clause.param.code
+    if code in ("_id", "_lastUpdated") and clause.modifier == "missing":
+        # every resource has an id and a lastUpdated
+        return false() if clause.values[0] else true()
     if code == "_id":
         return _id_clause(clause)
     if code == "_lastUpdated":
