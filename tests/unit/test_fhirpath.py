@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from kyphofhir.search.fhirpath import _PLAIN, compile_expression, fhirpathpy_evaluator, plain_path
+from kyphofhir.search.fhirpath import (
+    _PLAIN,
+    WHERE_RESOLVE,
+    _compile_branch,
+    compile_expression,
+    fhirpathpy_evaluator,
+    plain_path,
+)
 from kyphofhir.search.registry import SearchRegistry, split_union
 
 REGISTRY = SearchRegistry.default()
@@ -92,6 +99,24 @@ def test_walker_equals_fhirpathpy(branch: str, sample: dict[str, Any]) -> None:
     walked = plain_path(m.group(1), m.group(2)[1:].split("."), m.group(3))(sample)
     # fhirpathpy gets the element-wise ofType() form of "as" (see rewrite_for_indexing)
     assert walked == fhirpathpy_evaluator(branch)(sample)
+
+
+def _where_resolve_branches() -> list[tuple[str, dict[str, Any]]]:
+    cases = []
+    for sample in SAMPLES:
+        for param in REGISTRY.indexed(sample["resourceType"]):
+            for branch in split_union(param.expression or ""):
+                if WHERE_RESOLVE.match(branch):
+                    cases.append((branch, sample))
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("branch", "sample"), _where_resolve_branches(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_typed_reference_fast_path_equals_fhirpathpy(branch: str, sample: dict[str, Any]) -> None:
+    for variant in (sample, {**sample, "subject": {"reference": "Group/g"}}):
+        assert _compile_branch(branch)(variant) == fhirpathpy_evaluator(branch)(variant)
 
 
 def test_most_branches_take_the_fast_path() -> None:

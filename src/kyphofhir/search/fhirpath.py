@@ -10,10 +10,11 @@ Two adjustments, both measured or required:
   rewritten to a test on ``Reference.reference`` before compiling.
 * Profiling the write path showed fhirpathpy at 10-40 µs per expression and resource,
   most of the extraction time. Branches that are plain element paths
-  (``Observation.code``, ``(Observation.value as Quantity)``) — most of the R4 set — are
-  walked directly over the JSON with the same R4 model tables fhirpathpy uses; everything
-  else goes through fhirpathpy. ``tests/unit/test_fhirpath.py`` checks that both give the
-  same results for every plain-path branch of the registry.
+  (``Observation.code``, ``(Observation.value as Quantity)``) or a path filtered by
+  ``where(resolve() is Type)`` — most of the R4 set — are walked directly over the JSON
+  with the same R4 model tables fhirpathpy uses; everything else goes through fhirpathpy.
+  ``tests/unit/test_fhirpath.py`` checks that both give the same results for every such
+  branch of the registry.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ _SYSTEM_TYPES = {
     "System.Time": "time",
 }
 _RESOLVE_IS = re.compile(r"resolve\(\)\s+is\s+([A-Za-z]+)")
+WHERE_RESOLVE = re.compile(
+    r"^([A-Z][A-Za-z]+)((?:\.[a-z][A-Za-z0-9]*)+)\.where\(resolve\(\)\s+is\s+([A-Za-z]+)\)$"
+)
 _PLAIN = re.compile(
     r"^\(?\s*([A-Z][A-Za-z]+)((?:\.[a-z][A-Za-z0-9]*)+)(?:\s+as\s+([A-Za-z]+))?\s*\)?$"
 )
@@ -118,7 +122,28 @@ def _compile_branch(branch: str) -> Evaluator:
     plain = _PLAIN.match(branch)
     if plain:
         return plain_path(plain.group(1), plain.group(2)[1:].split("."), plain.group(3))
+    typed_ref = WHERE_RESOLVE.match(branch)
+    if typed_ref:
+        return _references_to(
+            plain_path(typed_ref.group(1), typed_ref.group(2)[1:].split(".")), typed_ref.group(3)
+        )
     return fhirpathpy_evaluator(branch)
+
+
+def _references_to(evaluate: Evaluator, target: str) -> Evaluator:
+    """Keep the references that point at a ``target`` (``where(resolve() is target)``)."""
+    pattern = re.compile(f"(^|/){target}/[^/]+(/_history/[^/]+)?$")
+
+    def filtered(resource: dict[str, Any]) -> list[TypedValue]:
+        return [
+            (kind, value)
+            for kind, value in evaluate(resource)
+            if isinstance(value, dict)
+            and isinstance(value.get("reference"), str)
+            and pattern.search(value["reference"])
+        ]
+
+    return filtered
 
 
 def fhirpathpy_evaluator(expression: str) -> Evaluator:
