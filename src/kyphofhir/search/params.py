@@ -198,17 +198,22 @@ def parse_query(
     return query
 
 
+def parse_count(raw: str, max_count: int) -> int:
+    """``_count``: a non-negative integer, capped at ``max_count``."""
+    try:
+        count = int(raw)
+    except ValueError:
+        raise Invalid(
+            f"_count must be a non-negative integer, got {raw!r}.", expression=["_count"]
+        ) from None
+    if count < 0:
+        raise Invalid("_count must not be negative.", expression=["_count"])
+    return min(count, max_count)
+
+
 def _result_param(query: SearchQuery, name: str, raw: str, max_count: int) -> None:
     if name == "_count":
-        try:
-            count = int(raw)
-        except ValueError:
-            raise Invalid(
-                f"_count must be a non-negative integer, got {raw!r}.", expression=["_count"]
-            ) from None
-        if count < 0:
-            raise Invalid("_count must not be negative.", expression=["_count"])
-        query.count = min(count, max_count)
+        query.count = parse_count(raw, max_count)
     elif name == "_total":
         if raw not in ("none", "estimate", "accurate"):
             raise Invalid(

@@ -165,6 +165,23 @@ def matches(
     return list(uow.search(query, None).items)
 
 
+def single_match(
+    svc: Services, uow: UnitOfWork, rtype: str, criteria: str, *, what: str, details_code: str
+) -> StoredResource | None:
+    """The one resource matching conditional ``criteria``, None, or 412 for several.
+
+    Holds a lock on the criteria until the unit of work ends, so two requests with the
+    same criteria cannot both see "no match" and both create.
+    """
+    uow.lock(f"{rtype}?{criteria}")
+    found = matches(svc, uow, rtype, criteria)
+    if len(found) > 1:
+        raise PreconditionFailed(
+            f"{what} criteria {criteria!r} match more than one {rtype}.", details_code=details_code
+        )
+    return found[0] if found else None
+
+
 def create(
     svc: Services,
     uow: UnitOfWork,
@@ -179,15 +196,16 @@ def create(
         body = {k: v for k, v in body.items() if k != "id"}
     prepared = prepare(rtype, body)
     if if_none_exist:
-        uow.lock(f"{rtype}?{if_none_exist}")
-        found = matches(svc, uow, rtype, if_none_exist)
-        if len(found) > 1:
-            raise PreconditionFailed(
-                f"If-None-Exist criteria {if_none_exist!r} match more than one {rtype}.",
-                details_code="MSG_CREATE_MULTIPLE_MATCHES",
-            )
-        if found:
-            return WriteResult(found[0], 200, changed=False)
+        existing = single_match(
+            svc,
+            uow,
+            rtype,
+            if_none_exist,
+            what="If-None-Exist",
+            details_code="MSG_CREATE_MULTIPLE_MATCHES",
+        )
+        if existing is not None:
+            return WriteResult(existing, 200, changed=False)
     return _write(svc, uow, rtype, new_id or str(uuid.uuid4()), prepared, None)
 
 
@@ -250,16 +268,16 @@ def conditional_update(
 ) -> WriteResult:
     check_type(rtype)
     prepared = prepare(rtype, body)
-    uow.lock(f"{rtype}?{criteria}")
-    found = matches(svc, uow, rtype, criteria)
-    if len(found) > 1:
-        raise PreconditionFailed(
-            f"Conditional update criteria {criteria!r} match more than one {rtype}.",
-            details_code="MSG_UPDATE_MULTIPLE_MATCHES",
-        )
+    target = single_match(
+        svc,
+        uow,
+        rtype,
+        criteria,
+        what="Conditional update",
+        details_code="MSG_UPDATE_MULTIPLE_MATCHES",
+    )
     body_id = prepared.get("id")
-    if found:
-        target = found[0]
+    if target is not None:
         if body_id is not None and body_id != target.id:
             raise InvalidResource(
                 f"Resource id {body_id!r} does not match the matched resource {target.id!r}.",
@@ -302,13 +320,14 @@ def delete(
 
 def conditional_delete(svc: Services, uow: UnitOfWork, rtype: str, criteria: str) -> DeleteResult:
     check_type(rtype)
-    uow.lock(f"{rtype}?{criteria}")
-    found = matches(svc, uow, rtype, criteria)
-    if len(found) > 1:
-        raise PreconditionFailed(
-            f"Conditional delete criteria {criteria!r} match more than one {rtype}.",
-            details_code="MSG_DELETE_MULTIPLE_MATCHES",
-        )
-    if not found:
+    target = single_match(
+        svc,
+        uow,
+        rtype,
+        criteria,
+        what="Conditional delete",
+        details_code="MSG_DELETE_MULTIPLE_MATCHES",
+    )
+    if target is None:
         return DeleteResult(None)
-    return delete(svc, uow, rtype, found[0].id)
+    return delete(svc, uow, rtype, target.id)

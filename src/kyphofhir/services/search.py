@@ -14,7 +14,7 @@ from datetime import datetime
 
 from kyphofhir.errors import Invalid, Issue, NotFound
 from kyphofhir.fhir.datetimes import parse_range, us_to_instant
-from kyphofhir.search.params import SearchQuery, parse_query
+from kyphofhir.search.params import SearchQuery, parse_count, parse_query
 from kyphofhir.services.context import Services
 from kyphofhir.services.crud import check_id, check_type
 from kyphofhir.store.base import Page, UnitOfWork
@@ -101,20 +101,6 @@ def parse_since(value: str | None) -> datetime | None:
     return us_to_instant(lo)
 
 
-def parse_count(value: str | None, svc: Services) -> int:
-    if value is None:
-        return svc.settings.default_page_size
-    try:
-        count = int(value)
-    except ValueError:
-        raise Invalid(
-            f"_count must be a non-negative integer, got {value!r}.", expression=["_count"]
-        ) from None
-    if count < 0:
-        raise Invalid("_count must not be negative.", expression=["_count"])
-    return min(count, svc.settings.max_page_size)
-
-
 def history(
     svc: Services,
     uow: UnitOfWork,
@@ -135,6 +121,10 @@ def history(
         rtype,
         rid,
         since=parse_since(since),
-        count=parse_count(count, svc),
+        count=(
+            svc.settings.default_page_size
+            if count is None
+            else parse_count(count, svc.settings.max_page_size)
+        ),
         cursor=decode_cursor(page),
     )

@@ -236,19 +236,17 @@ def _guarded_matches(
     svc: Services, uow: UnitOfWork, entry: EntryRequest, criteria: str
 ) -> list[Any]:
     try:
-        uow.lock(f"{entry.rtype}?{criteria}")
-        found = crud.matches(svc, uow, entry.rtype, criteria)
+        found = crud.single_match(
+            svc,
+            uow,
+            entry.rtype,
+            criteria,
+            what="Transaction entry",
+            details_code="MSG_TRANSACTION_MULTIPLE_MATCHES",
+        )
     except FhirError as exc:
         raise _wrap(entry, exc) from exc
-    if len(found) > 1:
-        raise _wrap(
-            entry,
-            PreconditionFailed(
-                f"Criteria {criteria!r} match more than one {entry.rtype}.",
-                details_code="MSG_TRANSACTION_MULTIPLE_MATCHES",
-            ),
-        )
-    return found
+    return [found] if found is not None else []
 
 
 def _rewrite(
