@@ -101,7 +101,9 @@ def test_unsupported_media_type_is_415(api, content_type) -> None:
     assert issue_code(r) == "not-supported"
 
 
-@pytest.mark.parametrize("accept", ["application/fhir+xml", "application/xml", "text/html"])
+@pytest.mark.parametrize(
+    "accept", ["application/fhir+xml", "application/xml", "text/html", "application/fhir+json;q=0"]
+)
 def test_xml_accept_is_406(api, accept) -> None:
     r = api.get("/metadata", headers={"Accept": accept})
     assert r.status_code == 406
@@ -123,6 +125,9 @@ def test_format_param_xml_is_406(api, fmt) -> None:
         (None, "json", "application/fhir+json"),
         (None, "application/json", "application/json"),
         ("text/html,application/xhtml+xml,*/*;q=0.8", None, "application/fhir+json"),
+        ("application/fhir+json; fhirVersion=4.0", None, "application/fhir+json"),
+        ("application/json, application/fhir+json;q=0.5", None, "application/json"),
+        ("application/xml;q=1.0, application/fhir+json;q=0.1", None, "application/fhir+json"),
     ],
 )
 def test_json_negotiation(api, accept, fmt, expected) -> None:

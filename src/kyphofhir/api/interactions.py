@@ -215,7 +215,7 @@ def type_search_post(rtype: str) -> Response:
 
 
 def register(bp: Blueprint) -> None:
-    bp.add_url_rule("/<fhir_type:rtype>", view_func=TypeAPI.as_view("type"))
+    bp.add_url_rule("/<fhir_type:rtype>", view_func=TypeAPI.as_view("type"), strict_slashes=False)
     bp.add_url_rule("/<fhir_type:rtype>/<rid>", view_func=InstanceAPI.as_view("instance"))
     bp.add_url_rule("/<fhir_type:rtype>/_search", view_func=type_search_post, methods=["POST"])
     bp.add_url_rule(

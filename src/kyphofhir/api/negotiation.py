@@ -32,20 +32,41 @@ def response_mimetype(req: Request) -> str:
         raise NotAcceptable(
             f"Unknown _format {fmt!r}; this server speaks JSON only.", expression=["_format"]
         )
-    accept = req.accept_mimetypes
-    if not accept or not req.headers.get("Accept"):
+    header = req.headers.get("Accept", "").strip()
+    if not header:
         return FHIR_JSON
-    best = accept.best_match([FHIR_JSON, "application/json", "application/json+fhir"])
-    if best is None:
+    ranges = _accept_ranges(header)
+    json_q = {t: q for t, q in ranges if t in _JSON_ACCEPT}
+    if not any(q > 0 for q in json_q.values()):
         raise NotAcceptable(
-            f"Cannot produce any of {req.headers.get('Accept')!r}; this server answers "
+            f"Cannot produce any of {header!r}; this server answers "
             "application/fhir+json (XML is not supported)."
         )
-    return (
-        "application/json"
-        if best == "application/json" and accept.quality(FHIR_JSON) == 0
-        else FHIR_JSON
-    )
+    plain = json_q.get("application/json", 0.0)
+    fhir = max(json_q.get(FHIR_JSON, 0.0), json_q.get("application/json+fhir", 0.0))
+    return "application/json" if plain > fhir else FHIR_JSON
+
+
+_JSON_ACCEPT = {FHIR_JSON, "application/json", "application/json+fhir", "*/*", "application/*"}
+
+
+def _accept_ranges(header: str) -> list[tuple[str, float]]:
+    """``Accept`` → [(media range, q)]; parameters such as ``fhirVersion=4.0`` are ignored."""
+    out: list[tuple[str, float]] = []
+    for part in header.split(","):
+        pieces = [p.strip() for p in part.split(";")]
+        if not pieces[0]:
+            continue
+        q = 1.0
+        for param in pieces[1:]:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        out.append((pieces[0].lower(), q))
+    return out
 
 
 def parse_body(req: Request) -> Any:
