@@ -147,11 +147,12 @@ def process(svc: Services, body: Any, *, base: str, prefer: Prefer) -> bytes:
         )
     _check_duplicates(entries)
 
+    originals = [e.resource for e in entries]  # _rewrite copies before it changes anything
+
     def work(uow: UnitOfWork) -> list[dict[str, Any]]:
-        for entry in entries:
-            entry.result = {}
-            entry.target_id = None
-            entry.existing = None
+        # Services.run may call this again after a lost race: start from the request.
+        for entry, original in zip(entries, originals, strict=True):
+            entry.resource, entry.result, entry.target_id, entry.existing = original, {}, None, None
         ordered = sorted(entries, key=lambda e: ORDER[e.method])
         for entry in ordered:
             if entry.method == "DELETE":
@@ -169,14 +170,7 @@ def process(svc: Services, body: Any, *, base: str, prefer: Prefer) -> bytes:
                 _guard(entry, partial(_get, svc, uow, entry, base))
         return [e.result for e in entries]
 
-    originals = [copy.deepcopy(e.resource) for e in entries]
-
-    def attempt(uow: UnitOfWork) -> list[dict[str, Any]]:
-        for entry, original in zip(entries, originals, strict=True):
-            entry.resource = copy.deepcopy(original)
-        return work(uow)
-
-    return bundles.response_bundle("transaction-response", svc.run(True, attempt))
+    return bundles.response_bundle("transaction-response", svc.run(True, work))
 
 
 def _guard(entry: EntryRequest, step: Callable[[], None]) -> None:
