@@ -109,6 +109,15 @@ _UPDATE_RESOURCE = (
     .returning(resource.c.rid)
 )
 _INSERT_VERSION = insert(resource_version)
+_GET = select(*_RESOURCE_COLS).where(
+    resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i")
+)
+_GET_FOR_UPDATE = _GET.with_for_update()
+_GET_VERSION = select(resource_version).where(
+    resource_version.c.res_type == bindparam("t"),
+    resource_version.c.res_id == bindparam("i"),
+    resource_version.c.version_id == bindparam("v"),
+)
 _INSERT_INDEX = {kind: insert(table) for kind, table in INDEX_TABLES.items()}
 _DELETE_INDEX_ROWS = [delete(t).where(t.c.rid == bindparam("rid")) for t in INDEX_TABLES.values()]
 
@@ -121,20 +130,12 @@ class SqlUnit:
         self.dialect = dialect
 
     def get(self, rtype: str, rid: str, *, for_update: bool = False) -> StoredResource | None:
-        stmt = select(*_RESOURCE_COLS).where(resource.c.res_type == rtype, resource.c.res_id == rid)
-        if for_update and self.dialect == "postgresql":
-            stmt = stmt.with_for_update()
-        row = self.conn.execute(stmt).first()
+        stmt = _GET_FOR_UPDATE if for_update and self.dialect == "postgresql" else _GET
+        row = self.conn.execute(stmt, {"t": rtype, "i": rid}).first()
         return _stored(row) if row else None
 
     def get_version(self, rtype: str, rid: str, version_id: int) -> StoredResource | None:
-        row = self.conn.execute(
-            select(resource_version).where(
-                resource_version.c.res_type == rtype,
-                resource_version.c.res_id == rid,
-                resource_version.c.version_id == version_id,
-            )
-        ).first()
+        row = self.conn.execute(_GET_VERSION, {"t": rtype, "i": rid, "v": version_id}).first()
         return _stored(row) if row else None
 
     def write(self, res: StoredResource, index: IndexRows, *, previous_version: int | None) -> None:
