@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from benchmarks.server import cpu_seconds
+from benchmarks.cpu import CpuUse, Parties, account, snapshot
 
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 OK_STATUSES = frozenset({200, 201})
@@ -51,8 +50,8 @@ class PhaseResult:
     errors: int = 0
     wall_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
-    worker_cpu_s: float = 0.0
-    client_cpu_s: float = 0.0
+    cpu: CpuUse = field(default_factory=CpuUse)
+    slice_rates: list[float] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
     replies: list[Reply | None] = field(default_factory=list)
 
@@ -60,6 +59,10 @@ class PhaseResult:
     def rate(self) -> float:
         """Resources per second of wall-clock time (successful requests only)."""
         return self.resources / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def server_cpu_ms_per_resource(self) -> float:
+        return 1000 * self.cpu.server / self.resources if self.resources else float("nan")
 
     @property
     def request_rate(self) -> float:
@@ -93,7 +96,9 @@ class _Client:
                 return response.status, response.getheader("Location"), response.read()
             except (http.client.RemoteDisconnected, ConnectionError):
                 self.conn.close()
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
+                self.conn = http.client.HTTPConnection(
+                    "127.0.0.1", self.port, timeout=self.timeout_s
+                )
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -108,67 +113,83 @@ def run_phase(
     calls: Sequence[Call],
     *,
     clients: int,
-    worker_pid: int,
+    parties: Parties,
     keep_bodies: bool = False,
+    slices: int = 3,
     timeout_s: float = 120.0,
 ) -> PhaseResult:
-    """Send every call with ``clients`` concurrent connections; time each one."""
-    result = PhaseResult(name, replies=[None] * len(calls))
-    lock = threading.Lock()
-    next_index = itertools.count()
+    """Send every call with ``clients`` concurrent keep-alive connections; time each one.
 
-    def client_loop() -> None:
-        client = _Client(port, timeout_s)
-        local_latencies: list[float] = []
-        try:
-            while (i := next(next_index)) < len(calls):
-                _one(client, calls[i], i, local_latencies)
-        finally:
-            client.close()
-            with lock:
-                result.latencies_ms += local_latencies
+    The calls go out in ``slices`` consecutive slices timed separately: their spread
+    shows how noisy the machine was, which one overall figure would hide.
+    """
+    runner = _Runner(PhaseResult(name, replies=[None] * len(calls)), calls, keep_bodies)
+    connections = [_Client(port, timeout_s) for _ in range(clients)]
+    before = snapshot()
+    try:
+        for bounds in _slices(len(calls), slices):
+            runner.run_slice(bounds, connections)
+    finally:
+        for conn in connections:
+            conn.close()
+    runner.result.cpu = account(before, snapshot(), parties)
+    return runner.result
 
-    def _one(client: _Client, call: Call, i: int, latencies: list[float]) -> None:
+
+def _slices(total: int, slices: int) -> list[range]:
+    edges = [round(i * total / slices) for i in range(slices + 1)]
+    return [range(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+class _Runner:
+    """Shared state of one phase's client threads."""
+
+    def __init__(self, result: PhaseResult, calls: Sequence[Call], keep_bodies: bool) -> None:
+        self.result = result
+        self.calls = calls
+        self.keep_bodies = keep_bodies
+        self.lock = threading.Lock()
+
+    def run_slice(self, bounds: range, connections: list[_Client]) -> None:
+        indexes = iter(bounds)  # next() on a shared iterator is atomic under the GIL
+        done_before = self.result.resources
+
+        def loop(client: _Client) -> None:
+            latencies: list[float] = []
+            for i in indexes:
+                self.one(client, i, latencies)
+            with self.lock:
+                self.result.latencies_ms += latencies
+
+        threads = [threading.Thread(target=loop, args=(c,)) for c in connections]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+        self.result.wall_s += wall
+        self.result.slice_rates.append((self.result.resources - done_before) / wall)
+
+    def one(self, client: _Client, i: int, latencies: list[float]) -> None:
+        call = self.calls[i]
         started = time.perf_counter()
         try:
             status, location, body = client.send(call)
         except (OSError, http.client.HTTPException) as exc:
-            _record_error(result, lock, f"{call.method} {call.path}: {exc!r}")
+            self.error(f"{call.method} {call.path}: {exc!r}")
             return
         latencies.append((time.perf_counter() - started) * 1000)
-        result.replies[i] = Reply(status, location, body if keep_bodies else None)
+        self.result.replies[i] = Reply(status, location, body if self.keep_bodies else None)
         if status in OK_STATUSES:
-            with lock:
-                result.requests += 1
-                result.resources += call.resources
+            with self.lock:
+                self.result.requests += 1
+                self.result.resources += call.resources
         else:
-            _record_error(result, lock, f"{call.method} {call.path} -> {status}: {body[:300]!r}")
+            self.error(f"{call.method} {call.path} -> {status}: {body[:300]!r}")
 
-    _timed(result, worker_pid, [threading.Thread(target=client_loop) for _ in range(clients)])
-    return result
-
-
-def _record_error(result: PhaseResult, lock: threading.Lock, message: str) -> None:
-    with lock:
-        result.errors += 1
-        if len(result.error_samples) < _MAX_ERROR_SAMPLES:
-            result.error_samples.append(message)
-
-
-def _timed(result: PhaseResult, worker_pid: int, threads: list[threading.Thread]) -> None:
-    """Run the client threads; record wall time, server worker CPU and client CPU."""
-    worker_before = cpu_seconds(worker_pid)
-    client_before = _own_cpu()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    result.wall_s = time.perf_counter() - started
-    result.client_cpu_s = _own_cpu() - client_before
-    result.worker_cpu_s = cpu_seconds(worker_pid) - worker_before
-
-
-def _own_cpu() -> float:
-    times = os.times()
-    return times.user + times.system
+    def error(self, message: str) -> None:
+        with self.lock:
+            self.result.errors += 1
+            if len(self.result.error_samples) < _MAX_ERROR_SAMPLES:
+                self.result.error_samples.append(message)

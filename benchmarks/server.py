@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PG_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -105,12 +104,6 @@ def status_kib(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has consumed so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 @dataclass
