@@ -100,7 +100,7 @@ def now_instant() -> datetime:
 
 def format_instant(dt: datetime) -> str:
     """``2024-03-05T10:00:00.123Z``: FHIR instant with millisecond precision."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def instant_to_us(dt: datetime) -> int:

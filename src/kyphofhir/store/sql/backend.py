@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -42,15 +43,25 @@ class SqlStore:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
+        # SQLite has one writer at a time. Threads of this process queue here, where the
+        # hand-off is immediate, instead of in SQLite's busy handler, which sleeps in
+        # steps of up to 100 ms (measured: p95 of a 100-resource Bundle 1.2 s vs 0.25 s
+        # p50). Other processes still meet the busy handler.
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
 
     @contextmanager
     def unit(self, *, write: bool) -> Iterator[SqlUnit]:
+        lock = self._write_lock if write else None
+        if lock is not None:
+            lock.acquire()
         try:
             with self.engine.connect() as conn:
                 if write:
                     conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
-                    yield SqlUnit(conn, self.dialect)
+                    unit = SqlUnit(conn, self.dialect)
+                    yield unit
+                    unit.flush()
         except IntegrityError as exc:
             raise DuplicateResource(str(exc.orig)) from exc
         except DBAPIError as exc:
@@ -62,6 +73,9 @@ class SqlStore:
                 log.warning("database operation failed: %s", exc.orig)
                 raise StoreUnavailable(str(exc.orig)) from exc
             raise
+        finally:
+            if lock is not None:
+                lock.release()
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -78,6 +92,17 @@ _RESOURCE_COLS = (
 )
 
 
+def _resource_params(res: StoredResource) -> dict[str, Any]:
+    return {
+        "res_type": res.type,
+        "res_id": res.id,
+        "version_id": res.version_id,
+        "last_updated": instant_to_us(res.last_updated),
+        "deleted": res.deleted,
+        "content": res.text,
+    }
+
+
 def _stored(row: Any, method: str = "PUT") -> StoredResource:
     return StoredResource(
         type=row.res_type,
@@ -92,7 +117,8 @@ def _stored(row: Any, method: str = "PUT") -> StoredResource:
 
 # Statements built once: building them per write (``.values(**kw)``) made SQLAlchemy
 # construct and cache-key a new statement every time (measured: ~20% of a create).
-_INSERT_RESOURCE = insert(resource).returning(resource.c.rid)
+# One multi-row INSERT ... RETURNING for a batch; rows come back in parameter order.
+_INSERT_RESOURCES = insert(resource).returning(resource.c.rid, sort_by_parameter_order=True)
 _UPDATE_RESOURCE = (
     update(resource)
     .where(
@@ -123,45 +149,70 @@ _DELETE_INDEX_ROWS = [delete(t).where(t.c.rid == bindparam("rid")) for t in INDE
 
 
 class SqlUnit:
-    """One transaction on one connection."""
+    """One transaction on one connection.
+
+    New resources are written in batches: :meth:`write` of a create only queues it, and
+    the queue is flushed (one multi-row statement per table) before anything else touches
+    the database and when the unit ends. A Bundle of 100 creates becomes a handful of
+    statements instead of seven per resource.
+    """
 
     def __init__(self, conn: Connection, dialect: str) -> None:
         self.conn = conn
         self.dialect = dialect
+        self._pending: list[tuple[StoredResource, IndexRows]] = []
+
+    def flush(self) -> None:
+        """Write the queued creates; a duplicate id raises IntegrityError here."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        params = [_resource_params(res) for res, _ in pending]
+        rids = [row.rid for row in self.conn.execute(_INSERT_RESOURCES, params)]
+        self.conn.execute(
+            _INSERT_VERSION,
+            [
+                {**p, "rid": rid, "method": res.method}
+                for p, rid, (res, _) in zip(params, rids, pending, strict=True)
+            ],
+        )
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for rid, (res, index) in zip(rids, pending, strict=True):
+            for kind, rows in index.items():
+                for row in rows:
+                    row["rid"] = rid
+                    row["res_type"] = res.type
+                by_kind.setdefault(kind, []).extend(rows)
+        for kind, rows in by_kind.items():
+            self.conn.execute(_INSERT_INDEX[kind], rows)
 
     def get(self, rtype: str, rid: str, *, for_update: bool = False) -> StoredResource | None:
+        self.flush()
         stmt = _GET_FOR_UPDATE if for_update and self.dialect == "postgresql" else _GET
         row = self.conn.execute(stmt, {"t": rtype, "i": rid}).first()
         return _stored(row) if row else None
 
     def get_version(self, rtype: str, rid: str, version_id: int) -> StoredResource | None:
+        self.flush()
         row = self.conn.execute(_GET_VERSION, {"t": rtype, "i": rid, "v": version_id}).first()
         return _stored(row) if row else None
 
     def write(self, res: StoredResource, index: IndexRows, *, previous_version: int | None) -> None:
-        params = {
-            "res_type": res.type,
-            "res_id": res.id,
-            "version_id": res.version_id,
-            "last_updated": instant_to_us(res.last_updated),
-            "deleted": res.deleted,
-            "content": res.text,
-        }
         if previous_version is None:
-            # A concurrent create of the same id fails the unique constraint; unit()
-            # turns that into DuplicateResource after rolling back.
-            rid = self.conn.execute(_INSERT_RESOURCE, params).scalar_one()
-        else:
-            rid = self.conn.execute(
-                _UPDATE_RESOURCE,
-                {f"b_{k}": v for k, v in params.items()} | {"b_previous_version": previous_version},
-            ).scalar_one_or_none()
-            if rid is None:
-                raise VersionConflict(
-                    f"{res.type}/{res.id} is no longer at version {previous_version}"
-                )
-            for statement in _DELETE_INDEX_ROWS:
-                self.conn.execute(statement, {"rid": rid})
+            # A concurrent create of the same id fails the unique constraint at flush;
+            # unit() turns that into DuplicateResource after rolling back.
+            self._pending.append((res, index))
+            return
+        self.flush()
+        params = _resource_params(res)
+        rid = self.conn.execute(
+            _UPDATE_RESOURCE,
+            {f"b_{k}": v for k, v in params.items()} | {"b_previous_version": previous_version},
+        ).scalar_one_or_none()
+        if rid is None:
+            raise VersionConflict(f"{res.type}/{res.id} is no longer at version {previous_version}")
+        for statement in _DELETE_INDEX_ROWS:
+            self.conn.execute(statement, {"rid": rid})
         self.conn.execute(_INSERT_VERSION, {**params, "rid": rid, "method": res.method})
         for kind, rows in index.items():
             if rows:
@@ -171,6 +222,7 @@ class SqlUnit:
                 self.conn.execute(_INSERT_INDEX[kind], rows)
 
     def search(self, query: SearchQuery, cursor: str | None) -> Page:
+        self.flush()
         conditions = where_clauses(query)
         if cursor is not None:
             conditions.append(resource.c.rid > int(cursor))
@@ -187,6 +239,7 @@ class SqlUnit:
         return Page([_stored(r) for r in rows], next_cursor, known_total)
 
     def count(self, query: SearchQuery) -> int:
+        self.flush()
         return int(
             self.conn.execute(
                 select(func.count()).select_from(resource).where(*where_clauses(query))
@@ -202,6 +255,7 @@ class SqlUnit:
         count: int,
         cursor: str | None,
     ) -> Page:
+        self.flush()
         v = resource_version
         conditions = []
         if rtype is not None:
@@ -230,6 +284,7 @@ class SqlUnit:
         return Page([_stored(r) for r in rows], next_cursor, total)
 
     def lock(self, key: str) -> None:
+        self.flush()
         if self.dialect == "postgresql":
             digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
             self.conn.execute(
