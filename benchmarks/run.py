@@ -58,7 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bundle-size", type=int, default=100)
     parser.add_argument("--patients", type=int, default=None, help="Patients the data refers to")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads per worker (the service default)"
+    )
     parser.add_argument("--clients", type=int, default=4, help="concurrent keep-alive clients")
     parser.add_argument("--quick", action="store_true", help="small smoke run (< 30 s)")
     parser.add_argument(
