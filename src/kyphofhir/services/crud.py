@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
@@ -142,14 +142,18 @@ def _write(
     return WriteResult(stored, 201 if created else 200)
 
 
+def _criteria_items(rtype: str, criteria: str) -> list[tuple[str, str]]:
+    text = criteria.strip()
+    if text.startswith(f"{rtype}?"):  # some clients send the full relative URL
+        text = text[len(rtype) + 1 :]
+    return parse_qsl(text.lstrip("?"), keep_blank_values=True)
+
+
 def matches(
     svc: Services, uow: UnitOfWork, rtype: str, criteria: str, limit: int = 2
 ) -> list[StoredResource]:
     """Resources matching a conditional query (unknown parameters are an error here)."""
-    text = criteria.strip()
-    if text.startswith(f"{rtype}?"):  # some clients send the full relative URL
-        text = text[len(rtype) + 1 :]
-    items = parse_qsl(text.lstrip("?"), keep_blank_values=True)
+    items = _criteria_items(rtype, criteria)
     if not items:
         raise Invalid(
             "A conditional interaction needs search criteria.", details_code="MSG_PARAM_INVALID"
@@ -173,7 +177,7 @@ def single_match(
     Holds a lock on the criteria until the unit of work ends, so two requests with the
     same criteria cannot both see "no match" and both create.
     """
-    uow.lock(f"{rtype}?{criteria}")
+    uow.lock(f"{rtype}?{urlencode(sorted(_criteria_items(rtype, criteria)))}")
     found = matches(svc, uow, rtype, criteria)
     if len(found) > 1:
         raise PreconditionFailed(
