@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from kyphofhir import api
 from kyphofhir.config import Settings
@@ -31,18 +33,29 @@ def build_services(settings: Settings) -> Services:
 
 
 def create_app(
-    settings: Settings | None = None, test_config: Mapping[str, Any] | None = None
+    settings: Settings | Mapping[str, Any] | None = None,
+    test_config: Mapping[str, Any] | None = None,
 ) -> Flask:
     """Build the WSGI application.
 
-    ``settings`` defaults to :meth:`Settings.load` (defaults < ``KYPHOFHIR_*`` env);
-    ``test_config`` is merged into those settings (handy in tests: ``{"db": url}``).
+    ``settings`` defaults to :meth:`Settings.load` (defaults < ``KYPHOFHIR_*`` env).
+    ``test_config`` (or a mapping passed as the first argument, Flask-style) overrides
+    settings by name, case-insensitively and with or without the ``KYPHOFHIR_`` prefix
+    (``{"db": url}``, ``{"KYPHOFHIR_DB": url}``); other keys (``TESTING``) go to
+    ``app.config``.
     """
+    if isinstance(settings, Mapping):
+        test_config = {**settings, **(test_config or {})}
+        settings = None
+    overrides, flask_config = _split_config(test_config or {})
     if settings is None:
-        settings = Settings.load(test_config)
-    elif test_config:
-        settings = Settings.load({**settings.__dict__, **test_config}, environ={})
+        settings = Settings.load(overrides)
+    elif overrides:
+        settings = dataclasses.replace(settings, **overrides)
     app = Flask(__name__)
+    if settings.behind_proxy:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)  # type: ignore[method-assign]
+    app.config.update(flask_config)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["KYPHOFHIR_BASE_URL"] = settings.base_url
     app.config["KYPHOFHIR_SETTINGS"] = settings
@@ -50,3 +63,16 @@ def create_app(
     api.init_app(app)
     log.info("kyphofhir ready on %s", settings.database_url.split("@")[-1])
     return app
+
+
+def _split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    names = {f.name for f in dataclasses.fields(Settings)}
+    overrides: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    for key, value in config.items():
+        name = key.lower().removeprefix("kyphofhir_")
+        if name in names:
+            overrides[name] = value
+        else:
+            rest[key] = value
+    return overrides, rest

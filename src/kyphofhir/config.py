@@ -44,6 +44,12 @@ class Settings:
         "empty means derived from each request.",
         "https://fhir.example.org/fhir",
     )
+    behind_proxy: bool = _setting(
+        False,
+        "Trust X-Forwarded-For/-Proto/-Host/-Prefix from one reverse proxy in front of the "
+        "service (links and Location then use the public scheme and host).",
+        "true",
+    )
     workers: int = _setting(
         2, "Number of gunicorn worker processes for `serve`; scale this with the cores.", "4"
     )

@@ -47,7 +47,7 @@ def capability_statement(registry: SearchRegistry, base_url: str) -> dict[str, A
                 "conditionalRead": "full-support",
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
-                "referencePolicy": ["literal", "logical"],
+                "referencePolicy": ["literal"],
                 "searchParam": params,
             }
         )
