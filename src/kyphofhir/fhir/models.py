@@ -153,7 +153,13 @@ def validate_resource(resource: JsonObject, *, expected_type: str | None = None)
             details_code="MSG_RESOURCE_TYPE_MISMATCH",
         )
     issues: list[Issue] = []
-    _check_json_kinds(resource, model_class(rtype), rtype, rtype, issues)
+    try:
+        _check_json_kinds(resource, model_class(rtype), rtype, rtype, issues)
+    except RecursionError:
+        raise InvalidResource(
+            "The resource is nested too deeply to be processed.",
+            details_code="MSG_CANT_PARSE_CONTENT",
+        ) from None
     try:
         model_class(rtype).model_validate(resource)
     except ValidationError as exc:

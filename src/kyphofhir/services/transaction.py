@@ -170,7 +170,14 @@ def process(svc: Services, body: Any, *, base: str, prefer: Prefer) -> bytes:
                 _guard(entry, partial(_get, svc, uow, entry, base))
         return [e.result for e in entries]
 
-    return bundles.response_bundle("transaction-response", svc.run(True, work))
+    try:
+        results = svc.run(True, work)
+    except RecursionError:
+        raise Invalid(
+            "A resource in the Bundle is nested too deeply to be processed.",
+            details_code="MSG_CANT_PARSE_CONTENT",
+        ) from None
+    return bundles.response_bundle("transaction-response", results)
 
 
 def _guard(entry: EntryRequest, step: Callable[[], None]) -> None:
