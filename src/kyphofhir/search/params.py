@@ -102,12 +102,39 @@ class ReferenceValue:
 
 
 @dataclass(frozen=True)
+class Chain:
+    """``subject:Patient.name=x``: the referenced resource must match ``inner``.
+
+    One inner clause per possible target type (``subject.name`` may point at a Patient or
+    a Group); the chain matches if any of them does.
+    """
+
+    targets: tuple[tuple[str, Clause], ...]
+
+
+@dataclass(frozen=True)
+class Has:
+    """``_has:Observation:subject:code=x``: some ``source_type`` resource that refers to
+    this one through its reference parameter ``Clause.param`` must match ``inner``."""
+
+    source_type: str
+    inner: Clause
+
+
+@dataclass(frozen=True)
 class Clause:
-    """One ``name[:modifier]=v1,v2`` parameter: the values are OR-ed."""
+    """One ``name[:modifier]=v1,v2`` parameter: the values are OR-ed.
+
+    A chained parameter carries ``chain`` (``param`` is the reference parameter), a
+    reverse chain carries ``has`` (``param`` is the source type's reference parameter);
+    their values live in the innermost clause.
+    """
 
     param: SearchParam
     modifier: str | None
     values: tuple[Any, ...]
+    chain: Chain | None = None
+    has: Has | None = None
 
 
 @dataclass
@@ -170,32 +197,133 @@ def parse_query(
     """Parse ``(name, value)`` pairs (repeats allowed: they are AND-ed)."""
     query = SearchQuery(resource_type, count=default_count)
     for name, raw in items:
-        base, _, modifier = name.partition(":")
+        base = name.split(":")[0].split(".")[0]
         if base in RESULT_PARAMS:
             _result_param(query, base, raw, max_count)
             continue
-        param = registry.get(resource_type, base)
-        if param is None or not (param.indexed or base in ("_id", "_lastUpdated")):
-            query.unknown.append(name)
-            continue
-        mod = modifier or None
-        kind = "token" if base == "_id" else param.type
-        if mod is not None and mod not in SUPPORTED_MODIFIERS.get(kind, frozenset()):
+        try:
+            clause = _parse_clause(registry, resource_type, name, raw, top=True)
+        except Invalid as exc:
+            if exc.expression == (name,):
+                raise
+            # an error deep in a chain names the parameter the client sent
             raise Invalid(
-                f"Modifier ':{mod}' is not supported for {kind} parameter {base}.",
-                expression=[name],
-                details_code="MSG_PARAM_MODIFIER_INVALID",
-            )
-        if mod == "missing":
-            if raw not in ("true", "false"):
-                raise Invalid(f"{name} must be true or false.", expression=[name])
-            query.clauses.append(Clause(param, mod, (raw == "true",)))
-            continue
-        values = tuple(
-            _parse_value(kind, name, unescape_raw, mod) for unescape_raw in split_values(raw)
-        )
-        query.clauses.append(Clause(param, mod, values))
+                f"{name}: {exc.diagnostics}", expression=[name], details_code=exc.details_code
+            ) from None
+        if clause is None:
+            query.unknown.append(name)
+        else:
+            query.clauses.append(clause)
     return query
+
+
+MAX_CHAIN_DEPTH = 8
+
+
+def _parse_clause(
+    registry: SearchRegistry, rtype: str, name: str, raw: str, *, top: bool = False, depth: int = 0
+) -> Clause | None:
+    """One parameter name (possibly chained or reverse-chained) and its raw value.
+
+    Returns None for an unknown plain parameter at the top level (reported, not fatal);
+    inside a chain or ``_has`` an unknown parameter is a malformed search: 400.
+    """
+    if depth > MAX_CHAIN_DEPTH:
+        raise Invalid(f"{name}: chains are limited to {MAX_CHAIN_DEPTH} levels.", expression=[name])
+    if name.startswith("_has:"):
+        return _parse_has(registry, rtype, name, raw, depth)
+    head, dot, tail = name.partition(".")
+    code, _, modifier = head.partition(":")
+    param = registry.get(rtype, code)
+    if dot and param is None and top:
+        return None  # an unknown parameter, like any other at the top level
+    if dot:
+        return _parse_chain(registry, rtype, name, param, modifier or None, tail, raw, depth)
+    if param is None or not (param.indexed or code in ("_id", "_lastUpdated")):
+        if top:
+            return None
+        raise Invalid(
+            f"Unknown search parameter {code!r} for {rtype}.",
+            expression=[name],
+            details_code="MSG_PARAM_UNKNOWN",
+        )
+    return _value_clause(param, name, modifier or None, raw)
+
+
+def _parse_has(registry: SearchRegistry, rtype: str, name: str, raw: str, depth: int) -> Clause:
+    parts = name.split(":", 3)
+    if len(parts) < 4 or not all(parts[1:]):
+        raise Invalid(
+            f"{name}: reverse chaining is _has:Type:reference-parameter:parameter.",
+            expression=[name],
+        )
+    _, source, ref_code, inner_name = parts
+    ref = registry.get(source, ref_code)
+    if ref is None or ref.type != "reference":
+        raise Invalid(
+            f"{name}: {source} has no reference search parameter {ref_code!r}.",
+            expression=[name],
+        )
+    if ref.targets and rtype not in ref.targets:
+        raise Invalid(f"{name}: {source}.{ref_code} does not refer to {rtype}.", expression=[name])
+    inner = _parse_clause(registry, source, inner_name, raw, depth=depth + 1)
+    assert inner is not None
+    return Clause(ref, None, (), has=Has(source, inner))
+
+
+def _parse_chain(
+    registry: SearchRegistry,
+    rtype: str,
+    name: str,
+    param: SearchParam | None,
+    type_modifier: str | None,
+    tail: str,
+    raw: str,
+    depth: int,
+) -> Clause:
+    if param is None:
+        raise Invalid(f"{name}: unknown search parameter for {rtype}.", expression=[name])
+    if param.type != "reference":
+        raise Invalid(
+            f"{name}: {param.code} is a {param.type} parameter; only reference parameters "
+            "can be chained.",
+            expression=[name],
+            details_code="MSG_PARAM_CHAINED",
+        )
+    candidates = [type_modifier] if type_modifier else list(param.targets)
+    if type_modifier and param.targets and type_modifier not in param.targets:
+        raise Invalid(f"{name}: {param.code} cannot refer to a {type_modifier}.", expression=[name])
+    next_code = tail.split(":")[0].split(".")[0]
+    targets: list[tuple[str, Clause]] = []
+    for target in candidates:
+        if next_code == "_has" or registry.get(target, next_code) is not None:
+            inner = _parse_clause(registry, target, tail, raw, depth=depth + 1)
+            assert inner is not None
+            targets.append((target, inner))
+    if not targets:
+        raise Invalid(
+            f"{name}: no type that {param.code} refers to has a search parameter {next_code!r}.",
+            expression=[name],
+        )
+    return Clause(param, None, (), chain=Chain(tuple(targets)))
+
+
+def _value_clause(param: SearchParam, name: str, mod: str | None, raw: str) -> Clause:
+    kind = "token" if param.code == "_id" else param.type
+    if kind == "reference" and mod is not None and mod[:1].isupper():
+        return _typed_reference_clause(param, name, mod, raw)
+    if mod is not None and mod not in SUPPORTED_MODIFIERS.get(kind, frozenset()):
+        raise Invalid(
+            f"Modifier ':{mod}' is not supported for {kind} parameter {param.code}.",
+            expression=[name],
+            details_code="MSG_PARAM_MODIFIER_INVALID",
+        )
+    if mod == "missing":
+        if raw not in ("true", "false"):
+            raise Invalid(f"{name} must be true or false.", expression=[name])
+        return Clause(param, mod, (raw == "true",))
+    values = tuple(_parse_value(kind, name, value, mod) for value in split_values(raw))
+    return Clause(param, mod, values)
 
 
 def parse_count(raw: str, max_count: int) -> int:
@@ -269,6 +397,19 @@ def _parse_value(kind: str, name: str, raw: str, modifier: str | None) -> Any:
             return ReferenceValue(None, text, None)
         return ReferenceValue(None, None, text)
     raise Invalid(f"Search parameter type {kind} of {name} is not supported.", expression=[name])
+
+
+def _typed_reference_clause(param: SearchParam, name: str, rtype: str, raw: str) -> Clause:
+    """``subject:Patient=123``: the reference must point at a ``rtype``."""
+    if param.targets and rtype not in param.targets:
+        raise Invalid(f"{name}: {param.code} cannot refer to a {rtype}.", expression=[name])
+    values = []
+    for text in split_values(raw):
+        value = _parse_value("reference", name, text, None)
+        if value.type not in (None, rtype):
+            raise Invalid(f"{name}: {text!r} is not a {rtype} reference.", expression=[name])
+        values.append(ReferenceValue(rtype, value.id, value.url) if value.id else value)
+    return Clause(param, None, tuple(values))
 
 
 def split_pipe_all(value: str) -> list[str]:

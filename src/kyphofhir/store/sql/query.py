@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    FromClause,
     Select,
-    Table,
     and_,
     exists,
     false,
@@ -43,7 +43,7 @@ def where_clauses(query: SearchQuery) -> list[ColumnElement[bool]]:
         resource.c.deleted.is_(False),
     ]
     for clause in query.clauses:
-        conditions.append(_clause(query.resource_type, clause))
+        conditions.append(_clause(query.resource_type, clause, resource))
     return conditions
 
 
@@ -51,19 +51,27 @@ def select_ids(query: SearchQuery) -> Select[Any]:
     return select(resource.c.rid).where(*where_clauses(query))
 
 
-def _clause(rtype: str, clause: Clause) -> ColumnElement[bool]:
+def _clause(rtype: str, clause: Clause, res: FromClause) -> ColumnElement[bool]:
+    """The condition ``clause`` puts on the resource row ``res`` (a table or an alias).
+
+    Every sub-query uses fresh aliases, so nested chains never correlate to the wrong
+    level.
+    """
+    if clause.chain is not None:
+        return _chain(rtype, clause, res)
+    if clause.has is not None:
+        return _has(rtype, clause, res)
     code = clause.param.code
     if code in ("_id", "_lastUpdated") and clause.modifier == "missing":
         # every resource has an id and a lastUpdated
         return false() if clause.values[0] else true()
     if code == "_id":
-        return _id_clause(clause)
+        return _id_clause(clause, res)
     if code == "_lastUpdated":
-        return or_(
-            *[_range(resource.c.last_updated, resource.c.last_updated, v) for v in clause.values]
-        )
-    table = INDEX_TABLES[clause.param.type]
-    base = [table.c.rid == resource.c.rid, table.c.param == code, table.c.res_type == rtype]
+        col = res.c.last_updated
+        return or_(*[_range(col, col, v) for v in clause.values])
+    table = INDEX_TABLES[clause.param.type].alias()
+    base = [table.c.rid == res.c.rid, table.c.param == code, table.c.res_type == rtype]
     if clause.modifier == "missing":
         present = exists().where(*base)
         return not_(present) if clause.values[0] else present
@@ -74,15 +82,54 @@ def _clause(rtype: str, clause: Clause) -> ColumnElement[bool]:
     return exists().where(*base, or_(*matches))
 
 
-def _id_clause(clause: Clause) -> ColumnElement[bool]:
+def _chain(rtype: str, clause: Clause, res: FromClause) -> ColumnElement[bool]:
+    """``subject:Patient.name=x``: a reference of ``res`` to a live target matching the rest."""
+    assert clause.chain is not None
+    ref = INDEX_TABLES["reference"].alias()
+    options = []
+    for target_type, inner in clause.chain.targets:
+        target = resource.alias()
+        options.append(
+            exists().where(
+                ref.c.rid == res.c.rid,
+                ref.c.res_type == rtype,
+                ref.c.param == clause.param.code,
+                ref.c.target_type == target_type,
+                target.c.res_type == target_type,
+                target.c.res_id == ref.c.target_id,
+                target.c.deleted.is_(False),
+                _clause(target_type, inner, target),
+            )
+        )
+    return or_(*options)
+
+
+def _has(rtype: str, clause: Clause, res: FromClause) -> ColumnElement[bool]:
+    """``_has:Observation:subject:code=x``: a live Observation referring to ``res`` matches."""
+    assert clause.has is not None
+    source_type = clause.has.source_type
+    ref = INDEX_TABLES["reference"].alias()
+    source = resource.alias()
+    return exists().where(
+        ref.c.res_type == source_type,
+        ref.c.param == clause.param.code,
+        ref.c.target_type == rtype,
+        ref.c.target_id == res.c.res_id,
+        source.c.rid == ref.c.rid,
+        source.c.deleted.is_(False),
+        _clause(source_type, clause.has.inner, source),
+    )
+
+
+def _id_clause(clause: Clause, res: FromClause) -> ColumnElement[bool]:
     ids = [v.code for v in clause.values if isinstance(v, TokenValue) and v.code]
-    condition = resource.c.res_id.in_(ids) if ids else false()
+    condition = res.c.res_id.in_(ids) if ids else false()
     if clause.modifier == "not":
         return not_(condition)
     return condition
 
 
-def _value(clause: Clause, table: Table, value: Any) -> ColumnElement[bool]:
+def _value(clause: Clause, table: FromClause, value: Any) -> ColumnElement[bool]:
     kind = clause.param.type
     if kind == "token":
         if clause.modifier == "text":
@@ -130,7 +177,7 @@ def _value(clause: Clause, table: Table, value: Any) -> ColumnElement[bool]:
     raise Invalid(f"Unsupported value for {clause.param.code}.", expression=[clause.param.code])
 
 
-def _token(table: Table, value: TokenValue) -> ColumnElement[bool]:
+def _token(table: FromClause, value: TokenValue) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = []
     if value.code is not None:
         conditions.append(table.c.code == value.code)
@@ -166,7 +213,7 @@ def _range(
     return and_(lo <= v.hi + slack, hi >= v.lo - slack)
 
 
-def _number(table: Table, v: NumberValue | QuantityValue) -> ColumnElement[bool]:
+def _number(table: FromClause, v: NumberValue | QuantityValue) -> ColumnElement[bool]:
     col = table.c.value
     p = v.prefix
     if p == "eq":
