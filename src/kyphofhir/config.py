@@ -66,6 +66,12 @@ class Settings:
     max_page_size: int = _setting(
         1000, "Largest honoured `_count`; larger values are capped.", "500"
     )
+    max_include: int = _setting(
+        1000,
+        "Most resources _include/_revinclude may add to one page; more gets 400 (never a "
+        "silently cut page).",
+        "5000",
+    )
     max_bundle_entries: int = _setting(
         10000, "Largest transaction/batch Bundle accepted (entries); larger gets 413.", "5000"
     )

@@ -98,6 +98,7 @@ def search_response(rtype: str) -> Response:
         total=result.total,
         links=_page_links(f"{base}/{rtype}", items, result.page.next_cursor),
         outcome=outcome,
+        included=result.included,
     )
     return fhir_response(body)
 

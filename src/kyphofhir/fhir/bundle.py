@@ -45,15 +45,18 @@ def searchset(
     total: int | None,
     links: Sequence[tuple[str, str]],
     outcome: dict[str, Any] | None = None,
-    include_resources: bool = True,
+    included: Sequence[StoredResource] = (),
 ) -> bytes:
     entries: list[dict[str, Any]] = []
-    for stored in items:
-        entry: dict[str, Any] = {"fullUrl": resource_url(base, stored)}
-        if include_resources:
-            entry["resource"] = _fragment(stored)
-        entry["search"] = {"mode": "match"}
-        entries.append(entry)
+    for mode, group in (("match", items), ("include", included)):
+        for stored in group:
+            entries.append(
+                {
+                    "fullUrl": resource_url(base, stored),
+                    "resource": _fragment(stored),
+                    "search": {"mode": mode},
+                }
+            )
     if outcome is not None:
         entries.append(
             {

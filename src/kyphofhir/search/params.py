@@ -38,18 +38,7 @@ RESULT_PARAMS = frozenset(
 )
 # Result parameters recognised but not implemented yet: reported like unknown parameters
 # (a warning in the searchset, 400 under Prefer: handling=strict), never silently dropped.
-NOT_YET_SUPPORTED = frozenset(
-    {
-        "_sort",
-        "_include",
-        "_revinclude",
-        "_elements",
-        "_contained",
-        "_containedType",
-        "_since",
-        "_at",
-    }
-)
+NOT_YET_SUPPORTED = frozenset({"_sort", "_contained", "_containedType", "_since", "_at"})
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 SUPPORTED_PREFIXES = {"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"}
 SUPPORTED_MODIFIERS: dict[str, frozenset[str]] = {
@@ -145,6 +134,23 @@ class SearchQuery:
     unknown: list[str] = field(default_factory=list)
     total: str = "accurate"
     summary_count: bool = False
+    summary: str | None = None  # true | text | data (count is summary_count)
+    elements: tuple[str, ...] = ()
+    includes: list[Include] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Include:
+    """``_include=Observation:subject[:Patient]`` (or ``_revinclude``), ``:iterate`` or not.
+
+    ``param`` None means every reference parameter of ``source`` (``Observation:*``).
+    """
+
+    source: str
+    param: str | None
+    target: str | None
+    reverse: bool
+    iterate: bool
 
 
 def split_values(raw: str) -> list[str]:
@@ -199,7 +205,7 @@ def parse_query(
     for name, raw in items:
         base = name.split(":")[0].split(".")[0]
         if base in RESULT_PARAMS:
-            _result_param(query, base, raw, max_count)
+            _result_param(registry, query, name, raw, max_count)
             continue
         try:
             clause = _parse_clause(registry, resource_type, name, raw, top=True)
@@ -339,7 +345,19 @@ def parse_count(raw: str, max_count: int) -> int:
     return min(count, max_count)
 
 
-def _result_param(query: SearchQuery, name: str, raw: str, max_count: int) -> None:
+def _result_param(
+    registry: SearchRegistry, query: SearchQuery, full_name: str, raw: str, max_count: int
+) -> None:
+    name, _, modifier = full_name.partition(":")
+    if name in ("_include", "_revinclude"):
+        for value in split_values(raw):
+            query.includes.append(
+                _parse_include(registry, query.resource_type, full_name, name, modifier, value)
+            )
+        return
+    if name == "_elements":
+        query.elements = tuple(e.strip() for e in raw.split(",") if e.strip())
+        return
     if name == "_count":
         query.count = parse_count(raw, max_count)
     elif name == "_total":
@@ -352,8 +370,53 @@ def _result_param(query: SearchQuery, name: str, raw: str, max_count: int) -> No
         query.summary_count = True
     elif name == "_summary" and raw == "false":
         pass  # the default
+    elif name == "_summary" and raw in ("true", "text", "data"):
+        query.summary = raw
+    elif name == "_summary":
+        raise Invalid(
+            f"_summary must be true, text, data, count or false, got {raw!r}.",
+            expression=["_summary"],
+        )
     elif name in NOT_YET_SUPPORTED or name == "_summary":
         query.unknown.append(f"{name}={raw}" if name == "_summary" else name)
+
+
+def _parse_include(
+    registry: SearchRegistry, rtype: str, full_name: str, name: str, modifier: str, value: str
+) -> Include:
+    if modifier not in ("", "iterate", "recurse"):
+        raise Invalid(f"{full_name}: unknown modifier {modifier!r}.", expression=[full_name])
+    iterate = modifier in ("iterate", "recurse")
+    if value == "*":
+        return Include(rtype, None, None, name == "_revinclude", iterate)
+    parts = value.split(":")
+    if len(parts) not in (2, 3):
+        raise Invalid(
+            f"{full_name}={value!r}: expected SourceType:parameter[:TargetType] or *.",
+            expression=[full_name],
+        )
+    source, code = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if registry.get(source, "_id") is None:
+        raise Invalid(f"{full_name}: unknown resource type {source!r}.", expression=[full_name])
+    if name == "_include" and source != rtype and not iterate:
+        raise Invalid(
+            f"{full_name}={value!r}: _include starts from the searched type {rtype} "
+            "(use _include:iterate for included resources).",
+            expression=[full_name],
+        )
+    if code != "*":
+        param = registry.get(source, code)
+        if param is None or param.type != "reference":
+            raise Invalid(
+                f"{full_name}: {source} has no reference search parameter {code!r}.",
+                expression=[full_name],
+            )
+        if target and param.targets and target not in param.targets:
+            raise Invalid(
+                f"{full_name}: {source}.{code} cannot refer to a {target}.", expression=[full_name]
+            )
+    return Include(source, None if code == "*" else code, target, name == "_revinclude", iterate)
 
 
 def _prefix(value: str) -> tuple[str, str]:

@@ -27,6 +27,21 @@ SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 FORMATS = ("application/fhir+json", "application/json", "json")
 
 
+def _includes(registry: SearchRegistry, rtype: str) -> list[str]:
+    return sorted(
+        f"{rtype}:{p.code}" for p in registry.params(rtype).values() if p.type == "reference"
+    )
+
+
+def _revincludes(registry: SearchRegistry, rtype: str) -> list[str]:
+    return sorted(
+        f"{source}:{p.code}"
+        for source in SERVED_TYPES
+        for p in registry.params(source).values()
+        if p.type == "reference" and (not p.targets or rtype in p.targets)
+    )
+
+
 def capability_statement(registry: SearchRegistry, base_url: str) -> dict[str, Any]:
     resources: list[dict[str, Any]] = []
     for rtype in SERVED_TYPES:
@@ -48,6 +63,8 @@ def capability_statement(registry: SearchRegistry, base_url: str) -> dict[str, A
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
                 "referencePolicy": ["literal"],
+                "searchInclude": ["*", *_includes(registry, rtype)],
+                "searchRevInclude": _revincludes(registry, rtype),
                 "searchParam": params,
             }
         )

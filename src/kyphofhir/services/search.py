@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+
+import orjson
 
 from kyphofhir.errors import Invalid, Issue, NotFound
 from kyphofhir.fhir.datetimes import parse_range, us_to_instant
+from kyphofhir.fhir.summary import subset
 from kyphofhir.search.params import SearchQuery, parse_count, parse_query
 from kyphofhir.services.context import Services
 from kyphofhir.services.crud import check_id, check_type
-from kyphofhir.store.base import Page, UnitOfWork
+from kyphofhir.store.base import Page, StoredResource, UnitOfWork
 
 
 def encode_cursor(cursor: str) -> str:
@@ -42,6 +47,7 @@ class SearchResult:
     page: Page
     total: int | None
     warnings: list[Issue]
+    included: list[StoredResource] = field(default_factory=list)
 
 
 def search(
@@ -86,7 +92,64 @@ def search(
     total: int | None = None
     if query.total != "none":
         total = page.total if page.total is not None else uow.count(query)
-    return SearchResult(query, page, total, warnings)
+    included = _included(svc, uow, query, page.items) if query.includes else []
+    if query.summary or query.elements:
+        page = Page([_subset(r, query) for r in page.items], page.next_cursor, page.total)
+        included = [_subset(r, query) for r in included]
+    return SearchResult(query, page, total, warnings, included)
+
+
+MAX_INCLUDE_ROUNDS = 10
+
+
+def _included(
+    svc: Services, uow: UnitOfWork, query: SearchQuery, matches: Sequence[StoredResource]
+) -> list[StoredResource]:
+    """Resources added by ``_include``/``_revinclude`` (``:iterate`` repeats on the new ones).
+
+    More than ``max_include`` is a 400 that says so, never a silently shortened page.
+    """
+    cap = svc.settings.max_include
+    seen = {(r.type, r.id) for r in matches}
+    included: list[StoredResource] = []
+    frontier: Sequence[StoredResource] = matches
+    for round_ in range(MAX_INCLUDE_ROUNDS):
+        new: list[StoredResource] = []
+        for inc in query.includes:
+            if round_ > 0 and not inc.iterate:
+                continue
+            limit = cap - len(included) - len(new) + 1
+            if inc.reverse:
+                targets = [(r.type, r.id) for r in frontier]
+                found = uow.referencing(targets, inc.source, inc.param, limit) if targets else []
+            else:
+                sources = [r.id for r in frontier if r.type == inc.source]
+                found = (
+                    uow.referenced(sources, inc.source, inc.param, inc.target, limit)
+                    if sources
+                    else []
+                )
+            for res in found:
+                if (res.type, res.id) not in seen:
+                    seen.add((res.type, res.id))
+                    new.append(res)
+            if len(included) + len(new) > cap:
+                raise Invalid(
+                    f"_include/_revinclude would add more than {cap} resources to this page; "
+                    "lower _count or narrow the includes.",
+                    expression=["_include"],
+                    details_code="MSG_PARAM_INVALID",
+                )
+        included.extend(new)
+        frontier = new
+        if not new or not any(i.iterate for i in query.includes):
+            break
+    return included
+
+
+def _subset(res: StoredResource, query: SearchQuery) -> StoredResource:
+    content = subset(res.json(), summary=query.summary, elements=query.elements)
+    return dataclasses.replace(res, text=orjson.dumps(content).decode("utf-8"))
 
 
 def parse_since(value: str | None) -> datetime | None:

@@ -71,6 +71,25 @@ class UnitOfWork(Protocol):
 
     def count(self, query: SearchQuery) -> int: ...
 
+    def referenced(
+        self,
+        sources: Sequence[str],
+        source_type: str,
+        param: str | None,
+        target_type: str | None,
+        limit: int,
+    ) -> list[StoredResource]:
+        """Live resources that ``source_type`` resources with these ids refer to (_include)."""
+
+    def referencing(
+        self,
+        targets: Sequence[tuple[str, str]],
+        source_type: str,
+        param: str | None,
+        limit: int,
+    ) -> list[StoredResource]:
+        """Live ``source_type`` resources referring to any (type, id) target (_revinclude)."""
+
     def history(
         self,
         rtype: str | None,

@@ -9,12 +9,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from kyphofhir.fhir.datetimes import instant_to_us, us_to_instant
@@ -29,7 +40,7 @@ from kyphofhir.store.base import (
 )
 from kyphofhir.store.sql.engine import WRITE_OPTION, make_engine
 from kyphofhir.store.sql.query import where_clauses
-from kyphofhir.store.sql.schema import INDEX_TABLES, resource, resource_version
+from kyphofhir.store.sql.schema import INDEX_TABLES, resource, resource_version, spidx_reference
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +248,69 @@ class SqlUnit:
         next_cursor = str(rows[-1].rid) if more and rows else None
         known_total = len(rows) if cursor is None and not more else None
         return Page([_stored(r) for r in rows], next_cursor, known_total)
+
+    def referenced(
+        self,
+        sources: Sequence[str],
+        source_type: str,
+        param: str | None,
+        target_type: str | None,
+        limit: int,
+    ) -> list[StoredResource]:
+        self.flush()
+        src, ref, tgt = resource.alias(), spidx_reference.alias(), resource.alias()
+        conditions = [
+            src.c.res_type == source_type,
+            src.c.res_id.in_(list(sources)),
+            ref.c.rid == src.c.rid,
+            ref.c.res_type == source_type,
+            tgt.c.res_type == ref.c.target_type,
+            tgt.c.res_id == ref.c.target_id,
+        ]
+        if param is not None:
+            conditions.append(ref.c.param == param)
+        if target_type is not None:
+            conditions.append(tgt.c.res_type == target_type)
+        rids = select(tgt.c.rid).where(*conditions)
+        rows = self.conn.execute(
+            select(*_RESOURCE_COLS)
+            .where(resource.c.rid.in_(rids), resource.c.deleted.is_(False))
+            .order_by(resource.c.rid)
+            .limit(limit)
+        ).all()
+        return [_stored(r) for r in rows]
+
+    def referencing(
+        self,
+        targets: Sequence[tuple[str, str]],
+        source_type: str,
+        param: str | None,
+        limit: int,
+    ) -> list[StoredResource]:
+        self.flush()
+        ref = spidx_reference.alias()
+        by_type: dict[str, list[str]] = {}
+        for ttype, tid in targets:
+            by_type.setdefault(ttype, []).append(tid)
+        target_match = or_(
+            *[
+                and_(ref.c.target_type == ttype, ref.c.target_id.in_(ids))
+                for ttype, ids in by_type.items()
+            ]
+        )
+        conditions = [ref.c.res_type == source_type, target_match]
+        if param is not None:
+            conditions.append(ref.c.param == param)
+        rows = self.conn.execute(
+            select(*_RESOURCE_COLS)
+            .where(
+                resource.c.rid.in_(select(ref.c.rid).where(*conditions)),
+                resource.c.deleted.is_(False),
+            )
+            .order_by(resource.c.rid)
+            .limit(limit)
+        ).all()
+        return [_stored(r) for r in rows]
 
     def count(self, query: SearchQuery) -> int:
         self.flush()
