@@ -38,7 +38,8 @@ RESULT_PARAMS = frozenset(
 )
 # Result parameters recognised but not implemented yet: reported like unknown parameters
 # (a warning in the searchset, 400 under Prefer: handling=strict), never silently dropped.
-NOT_YET_SUPPORTED = frozenset({"_sort", "_contained", "_containedType", "_since", "_at"})
+NOT_YET_SUPPORTED = frozenset({"_contained", "_containedType", "_since", "_at"})
+SORTABLE_TYPES = frozenset({"token", "string", "date", "number", "quantity", "reference", "uri"})
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 SUPPORTED_PREFIXES = {"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"}
 SUPPORTED_MODIFIERS: dict[str, frozenset[str]] = {
@@ -137,6 +138,7 @@ class SearchQuery:
     summary: str | None = None  # true | text | data (count is summary_count)
     elements: tuple[str, ...] = ()
     includes: list[Include] = field(default_factory=list)
+    sort: list[tuple[SearchParam, bool]] = field(default_factory=list)  # (param, descending)
 
 
 @dataclass(frozen=True)
@@ -355,6 +357,9 @@ def _result_param(
                 _parse_include(registry, query.resource_type, full_name, name, modifier, value)
             )
         return
+    if name == "_sort":
+        query.sort = [_parse_sort_key(registry, query.resource_type, k) for k in raw.split(",")]
+        return
     if name == "_elements":
         query.elements = tuple(e.strip() for e in raw.split(",") if e.strip())
         return
@@ -379,6 +384,22 @@ def _result_param(
         )
     elif name in NOT_YET_SUPPORTED or name == "_summary":
         query.unknown.append(f"{name}={raw}" if name == "_summary" else name)
+
+
+def _parse_sort_key(registry: SearchRegistry, rtype: str, key: str) -> tuple[SearchParam, bool]:
+    key = key.strip()
+    descending = key.startswith("-")
+    code = key[1:] if descending else key
+    param = registry.get(rtype, code)
+    if param is None or not (
+        code in ("_id", "_lastUpdated") or (param.indexed and param.type in SORTABLE_TYPES)
+    ):
+        raise Invalid(
+            f"_sort: {code!r} is not a search parameter of {rtype} that can be sorted on.",
+            expression=["_sort"],
+            details_code="MSG_SORT_UNKNOWN",
+        )
+    return param, descending
 
 
 def _parse_include(

@@ -22,7 +22,7 @@ from kyphofhir.fhir.summary import subset
 from kyphofhir.search.params import SearchQuery, parse_count, parse_query
 from kyphofhir.services.context import Services
 from kyphofhir.services.crud import check_id, check_type
-from kyphofhir.store.base import Page, StoredResource, UnitOfWork
+from kyphofhir.store.base import InvalidCursor, Page, StoredResource, UnitOfWork
 
 
 def encode_cursor(cursor: str) -> str:
@@ -35,10 +35,18 @@ def decode_cursor(token: str | None) -> str | None:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise Invalid("The _page token is not valid.", expression=["_page"]) from None
-    if not raw.startswith("k1:") or not raw[3:].isdigit():
-        raise Invalid("The _page token is not valid.", expression=["_page"])
+        raise _bad_page() from None
+    if not raw.startswith("k1:"):
+        raise _bad_page()
     return raw[3:]
+
+
+def _bad_page() -> Invalid:
+    return Invalid(
+        "The _page token is not valid for this search; start again from the first page.",
+        expression=["_page"],
+        details_code="MSG_PARAM_INVALID",
+    )
 
 
 @dataclass
@@ -88,7 +96,10 @@ def search(
     cursor = decode_cursor(page_token)
     if query.summary_count:
         return SearchResult(query, Page([], None, None), uow.count(query), warnings)
-    page = uow.search(query, cursor)
+    try:
+        page = uow.search(query, cursor)
+    except InvalidCursor:
+        raise _bad_page() from None
     total: int | None = None
     if query.total != "none":
         total = page.total if page.total is not None else uow.count(query)
@@ -180,14 +191,14 @@ def history(
         check_id(rid)
         if uow.get(rtype, rid) is None:
             raise NotFound(f"Resource {rtype}/{rid} was not found.")
-    return uow.history(
-        rtype,
-        rid,
-        since=parse_since(since),
-        count=(
-            svc.settings.default_page_size
-            if count is None
-            else parse_count(count, svc.settings.max_page_size)
-        ),
-        cursor=decode_cursor(page),
+    size = (
+        svc.settings.default_page_size
+        if count is None
+        else parse_count(count, svc.settings.max_page_size)
     )
+    try:
+        return uow.history(
+            rtype, rid, since=parse_since(since), count=size, cursor=decode_cursor(page)
+        )
+    except InvalidCursor:
+        raise _bad_page() from None

@@ -32,6 +32,10 @@ class DuplicateResource(StoreError):
     """A resource with this type and id was created concurrently."""
 
 
+class InvalidCursor(StoreError):
+    """A paging cursor this store did not issue (or from another search)."""
+
+
 class StoreUnavailable(StoreError):
     """The database cannot be reached or refused the work (locked, out of space)."""
 

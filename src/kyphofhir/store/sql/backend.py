@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     and_,
     bindparam,
@@ -33,13 +35,14 @@ from kyphofhir.search.extract import IndexRows
 from kyphofhir.search.params import SearchQuery
 from kyphofhir.store.base import (
     DuplicateResource,
+    InvalidCursor,
     Page,
     StoredResource,
     StoreUnavailable,
     VersionConflict,
 )
 from kyphofhir.store.sql.engine import WRITE_OPTION, make_engine
-from kyphofhir.store.sql.query import where_clauses
+from kyphofhir.store.sql.query import sort_expressions, where_clauses
 from kyphofhir.store.sql.schema import INDEX_TABLES, resource, resource_version, spidx_reference
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,37 @@ _RESOURCE_COLS = (
     resource.c.deleted,
     resource.c.content,
 )
+
+
+def _parse_cursor(cursor: str | None, size: int) -> list[Any] | None:
+    if cursor is None:
+        return None
+    try:
+        values = orjson.loads(cursor)
+    except orjson.JSONDecodeError:
+        raise InvalidCursor(cursor) from None
+    if (
+        not isinstance(values, list)
+        or len(values) != size
+        or not isinstance(values[-1], int)
+        or not all(v is None or isinstance(v, str | int | float) for v in values)
+    ):
+        raise InvalidCursor(cursor)
+    return values
+
+
+def _after(
+    columns: list[Any], descending: list[bool], rid: Any, values: list[Any]
+) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in (columns..., rid) order, NULLs last."""
+    condition: ColumnElement[bool] = rid > values[-1]
+    for col, desc, value in reversed(list(zip(columns, descending, values, strict=False))):
+        if value is None:
+            condition = and_(col.is_(None), condition)
+        else:
+            beyond = col < value if desc else col > value
+            condition = or_(beyond, col.is_(None), and_(col == value, condition))
+    return condition
 
 
 def _resource_params(res: StoredResource) -> dict[str, Any]:
@@ -233,19 +267,40 @@ class SqlUnit:
                 self.conn.execute(_INSERT_INDEX[kind], rows)
 
     def search(self, query: SearchQuery, cursor: str | None) -> Page:
+        """One page in (sort keys..., rid) order; the cursor is the last row's keys.
+
+        Keyset paging, never OFFSET: a page link returns the rows after the last one the
+        client saw, whatever was written in between.
+        """
         self.flush()
-        conditions = where_clauses(query)
-        if cursor is not None:
-            conditions.append(resource.c.rid > int(cursor))
-        rows = self.conn.execute(
-            select(*_RESOURCE_COLS)
-            .where(*conditions)
-            .order_by(resource.c.rid)
-            .limit(query.count + 1)
-        ).all()
+        keys = sort_expressions(query)
+        after = _parse_cursor(cursor, len(keys) + 1)
+        inner = select(
+            *_RESOURCE_COLS, *[expr.label(f"k{i}") for i, (expr, _) in enumerate(keys)]
+        ).where(*where_clauses(query))
+        page = inner.subquery() if keys else None
+        if page is None:
+            stmt = inner.order_by(resource.c.rid)
+            if after is not None:
+                stmt = stmt.where(resource.c.rid > after[-1])
+        else:
+            columns = [page.c[f"k{i}"] for i in range(len(keys))]
+            order = [
+                (col.desc() if desc else col.asc()).nulls_last()
+                for col, (_, desc) in zip(columns, keys, strict=True)
+            ]
+            stmt = select(page).order_by(*order, page.c.rid)
+            if after is not None:
+                stmt = stmt.where(_after(columns, [d for _, d in keys], page.c.rid, after))
+        rows = self.conn.execute(stmt.limit(query.count + 1)).all()
         more = len(rows) > query.count
         rows = rows[: query.count]
-        next_cursor = str(rows[-1].rid) if more and rows else None
+        next_cursor = None
+        if more and rows:
+            last = rows[-1]
+            next_cursor = orjson.dumps(
+                [*(getattr(last, f"k{i}") for i in range(len(keys))), last.rid]
+            ).decode()
         known_total = len(rows) if cursor is None and not more else None
         return Page([_stored(r) for r in rows], next_cursor, known_total)
 
@@ -339,6 +394,8 @@ class SqlUnit:
         if since is not None:
             conditions.append(v.c.last_updated >= instant_to_us(since))
         if cursor is not None:
+            if not cursor.isdigit():
+                raise InvalidCursor(cursor)
             conditions.append(v.c.vid < int(cursor))
         rows = self.conn.execute(
             select(v).where(*conditions).order_by(v.c.vid.desc()).limit(count + 1)

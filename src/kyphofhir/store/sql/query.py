@@ -82,6 +82,47 @@ def _clause(rtype: str, clause: Clause, res: FromClause) -> ColumnElement[bool]:
     return exists().where(*base, or_(*matches))
 
 
+_SORT_COLUMNS = {
+    # type: (ascending column, descending column); a resource sorts by its smallest value
+    # ascending and by its largest descending (several values per parameter are possible)
+    "date": ("lo", "hi"),
+    "number": ("value", "value"),
+    "quantity": ("value", "value"),
+    "string": ("value_norm", "value_norm"),
+    "token": ("code", "code"),
+    "uri": ("value", "value"),
+    "reference": ("target_id", "target_id"),
+}
+
+
+def sort_expressions(query: SearchQuery) -> list[tuple[ColumnElement[Any], bool]]:
+    """(expression over ``resource``, descending) per ``_sort`` key."""
+    out: list[tuple[ColumnElement[Any], bool]] = []
+    for param, descending in query.sort:
+        if param.code == "_id":
+            out.append((resource.c.res_id, descending))
+            continue
+        if param.code == "_lastUpdated":
+            out.append((resource.c.last_updated, descending))
+            continue
+        table = INDEX_TABLES[param.type].alias()
+        column = table.c[_SORT_COLUMNS[param.type][1 if descending else 0]]
+        aggregate = func.max(column) if descending else func.min(column)
+        out.append(
+            (
+                select(aggregate)
+                .where(
+                    table.c.rid == resource.c.rid,
+                    table.c.param == param.code,
+                    table.c.res_type == query.resource_type,
+                )
+                .scalar_subquery(),
+                descending,
+            )
+        )
+    return out
+
+
 def _chain(rtype: str, clause: Clause, res: FromClause) -> ColumnElement[bool]:
     """``subject:Patient.name=x``: a reference of ``res`` to a live target matching the rest."""
     assert clause.chain is not None
