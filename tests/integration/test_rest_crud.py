@@ -242,7 +242,12 @@ def test_metadata_lists_what_works(api) -> None:
     params = {p["name"] for p in patient_res["searchParam"]}
     assert {"identifier", "name", "birthdate", "_id", "_lastUpdated"} <= params
     assert "_text" not in params  # not implemented, so not claimed
-    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
+    assert {i["code"] for i in rest["interaction"]} == {
+        "transaction",
+        "batch",
+        "history-system",
+        "search-system",
+    }
     assert "xml" not in " ".join(cs["format"])
 
 

@@ -234,3 +234,35 @@ def test_long_values_are_indexed_on_postgres(api) -> None:
     obs["valueQuantity"]["code"] = "c" * 300
     obs["subject"] = {"reference": "https://x.org/" + "p" * 700}
     assert api.post("/Observation", json=obs).status_code == 201
+
+
+def test_system_level_search(api, data) -> None:
+    r = api.get("", params={"_type": "Patient,Observation", "_lastUpdated": "gt2000-01-01"})
+    assert r.status_code == 200, r.content
+    body = r.json()
+    kinds = sorted(e["resource"]["resourceType"] for e in body["entry"])
+    assert kinds == ["Observation"] * 3 + ["Patient"] * 2
+    assert body["total"] == 5
+    one = api.get("", params={"_id": data["p1"]["id"]}).json()
+    assert [e["resource"]["id"] for e in one["entry"]] == [data["p1"]["id"]]
+    both = api.get("", params={"_type": "Observation", "patient": data["p1"]["id"]}).json()
+    assert both["total"] == 2
+
+
+def test_system_level_search_errors(api, data) -> None:
+    assert api.get("", params={"_type": "Unicorn"}).status_code == 400
+    # 'patient' is not a parameter of Patient: it cannot be applied to every type
+    r = api.get("", params={"_type": "Patient,Observation", "patient": data["p1"]["id"]})
+    assert r.status_code == 400
+    assert api.get("", params={"_sort": "birthdate"}).status_code == 400
+
+
+def test_system_level_paging(api, data) -> None:
+    first = api.get("", params={"_count": "2", "_sort": "_lastUpdated"}).json()
+    seen = [e["resource"]["id"] for e in first["entry"]]
+    nxt = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    while nxt:
+        page = api.get(nxt).json()
+        seen += [e["resource"]["id"] for e in page["entry"]]
+        nxt = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    assert len(seen) == len(set(seen)) == 5

@@ -83,20 +83,25 @@ def _page_links(
     return links
 
 
-def search_response(rtype: str) -> Response:
+def search_response(rtype: str | None) -> Response:
+    """Type-level search, or system-level search (``GET [base]?_type=...``) for None."""
     svc = services()
     items = _search_items()
     strict = prefer_strict(request)
-    result = svc.run(
-        False, lambda uow: search_service.search(svc, uow, rtype, items, strict=strict)
-    )
+
+    def work(uow: UnitOfWork) -> search_service.SearchResult:
+        if rtype is None:
+            return search_service.system_search(svc, uow, items, strict=strict)
+        return search_service.search(svc, uow, rtype, items, strict=strict)
+
+    result = svc.run(False, work)
     base = base_url()
     outcome = operation_outcome(result.warnings) if result.warnings else None
     body = bundles.searchset(
         base,
         result.page.items,
         total=result.total,
-        links=_page_links(f"{base}/{rtype}", items, result.page.next_cursor),
+        links=_page_links(f"{base}/{rtype}" if rtype else base, items, result.page.next_cursor),
         outcome=outcome,
         included=result.included,
     )

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from kyphofhir.errors import MethodNotAllowed
 from kyphofhir.services.capability import capability_statement
 from kyphofhir.services.transaction import Prefer, process
 
-from .interactions import history_response, services
+from .interactions import history_response, search_response, services
 from .negotiation import base_url, fhir_response, parse_body, prefer_return
 
 
@@ -23,9 +22,7 @@ def transaction() -> Response:
 
 
 def system_search() -> Response:
-    raise MethodNotAllowed(
-        "System-level search is not supported yet; search a resource type, e.g. GET /fhir/Patient."
-    )
+    return search_response(None)
 
 
 def register(bp: Blueprint) -> None:
@@ -33,6 +30,7 @@ def register(bp: Blueprint) -> None:
     bp.add_url_rule("", view_func=transaction, methods=["POST"])
     bp.add_url_rule("/", view_func=transaction, methods=["POST"], endpoint="transaction_slash")
     bp.add_url_rule("", view_func=system_search, methods=["GET"])
+    bp.add_url_rule("/", view_func=system_search, methods=["GET"], endpoint="system_search_slash")
     bp.add_url_rule(
         "/_history",
         view_func=lambda: history_response(None, None),

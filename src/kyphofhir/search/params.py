@@ -139,6 +139,8 @@ class SearchQuery:
     elements: tuple[str, ...] = ()
     includes: list[Include] = field(default_factory=list)
     sort: list[tuple[SearchParam, bool]] = field(default_factory=list)  # (param, descending)
+    # system-level search: one query per resource type, OR-ed (resource_type is "*")
+    union: list[SearchQuery] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import orjson
 
 from kyphofhir.errors import Invalid, Issue, NotFound
 from kyphofhir.fhir.datetimes import parse_range, us_to_instant
+from kyphofhir.fhir.models import SERVED_TYPES
 from kyphofhir.fhir.summary import subset
 from kyphofhir.search.params import SearchQuery, parse_count, parse_query
 from kyphofhir.services.context import Services
@@ -67,7 +68,6 @@ def search(
     strict: bool = False,
 ) -> SearchResult:
     check_type(rtype)
-    page_token = next((v for k, v in items if k == "_page"), None)
     query = parse_query(
         svc.registry,
         rtype,
@@ -75,6 +75,18 @@ def search(
         default_count=svc.settings.default_page_size,
         max_count=svc.settings.max_page_size,
     )
+    return _run(svc, uow, query, rtype, items, strict)
+
+
+def _run(
+    svc: Services,
+    uow: UnitOfWork,
+    query: SearchQuery,
+    rtype: str,
+    items: list[tuple[str, str]],
+    strict: bool,
+) -> SearchResult:
+    page_token = next((v for k, v in items if k == "_page"), None)
     warnings: list[Issue] = []
     if query.unknown:
         if strict:
@@ -88,7 +100,8 @@ def search(
                 Issue(
                     "warning",
                     "not-supported",
-                    f"Search parameter {name!r} is not supported for {rtype} and was ignored.",
+                    f"Search parameter {name!r} is not supported for "
+                    f"{'every type searched' if rtype == '*' else rtype} and was ignored.",
                     (name,),
                     "MSG_PARAM_UNKNOWN",
                 )
@@ -108,6 +121,60 @@ def search(
         page = Page([_subset(r, query) for r in page.items], page.next_cursor, page.total)
         included = [_subset(r, query) for r in included]
     return SearchResult(query, page, total, warnings, included)
+
+
+def system_search(
+    svc: Services, uow: UnitOfWork, items: list[tuple[str, str]], *, strict: bool = False
+) -> SearchResult:
+    """``GET [base]?_type=A,B&...``: the same parameters over several types at once.
+
+    Only parameters every listed type has can be used (the common ``_id``,
+    ``_lastUpdated``, ``_tag``, ``_profile``, ``_security``, ``_source``, or e.g.
+    ``patient`` across clinical types); ``_sort`` only on ``_id`` and ``_lastUpdated``.
+    """
+    types_raw = ",".join(v for k, v in items if k == "_type")
+    types = [t.strip() for t in types_raw.split(",") if t.strip()] or list(SERVED_TYPES)
+    for rtype in types:
+        if rtype not in SERVED_TYPES:
+            raise Invalid(
+                f"_type: {rtype!r} is not a type this server serves.", expression=["_type"]
+            )
+    rest = [(k, v) for k, v in items if k not in ("_type", "_page")]
+    queries = [
+        parse_query(
+            svc.registry,
+            t,
+            rest,
+            default_count=svc.settings.default_page_size,
+            max_count=svc.settings.max_page_size,
+        )
+        for t in types
+    ]
+    first = queries[0]
+    if first.includes:
+        raise Invalid(
+            "_include/_revinclude are not supported in system-level search.",
+            expression=["_include"],
+        )
+    if any(p.code not in ("_id", "_lastUpdated") for p, _ in first.sort):
+        raise Invalid(
+            "System-level search sorts only on _id and _lastUpdated.", expression=["_sort"]
+        )
+    unknown_somewhere = {name for q in queries for name in q.unknown}
+    unknown_everywhere = {n for n in unknown_somewhere if all(n in q.unknown for q in queries)}
+    partial = sorted(unknown_somewhere - unknown_everywhere)
+    if partial:
+        raise Invalid(
+            f"Search parameter(s) {', '.join(partial)} are not defined for every type in "
+            f"_type ({', '.join(types)}); narrow _type.",
+            expression=partial,
+            details_code="MSG_PARAM_UNKNOWN",
+        )
+    unknown = sorted(unknown_everywhere)
+    combined = dataclasses.replace(
+        first, resource_type="*", clauses=[], unknown=unknown, union=queries
+    )
+    return _run(svc, uow, combined, "*", items, strict)
 
 
 MAX_INCLUDE_ROUNDS = 10

@@ -38,6 +38,8 @@ from kyphofhir.store.sql.schema import INDEX_TABLES, resource
 
 
 def where_clauses(query: SearchQuery) -> list[ColumnElement[bool]]:
+    if query.union:
+        return [or_(*[and_(*where_clauses(q)) for q in query.union])]
     conditions: list[ColumnElement[bool]] = [
         resource.c.res_type == query.resource_type,
         resource.c.deleted.is_(False),
