@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from kyphofhir import api
 from kyphofhir.config import Settings
 from kyphofhir.search.extract import Extractor
+from kyphofhir.search.profiles import load_search_parameters
 from kyphofhir.search.registry import SearchRegistry
 from kyphofhir.services.context import Services
 from kyphofhir.store.sql.backend import SqlStore
@@ -26,7 +27,7 @@ def build_services(settings: Settings) -> Services:
     store = SqlStore(settings.database_url, pool_size=max(4, settings.threads + 2))
     if settings.auto_migrate:
         upgrade(store.engine)
-    registry = SearchRegistry.default()
+    registry = SearchRegistry.default(load_search_parameters(settings.profiles_path))
     extractor = Extractor(registry)
     extractor.warm()
     return Services(store=store, registry=registry, extractor=extractor, settings=settings)

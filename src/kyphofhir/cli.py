@@ -78,6 +78,29 @@ def db_upgrade(db_url: str | None, data_dir: str | None) -> None:
     engine.dispose()
 
 
+@main.command("reindex")
+@click.option("--type", "types", multiple=True, help="Resource type to reindex (repeatable).")
+@click.option("--db", "db_url", default=None, help="SQLAlchemy URL [KYPHOFHIR_DB].")
+@click.option("--data-dir", default=None, help="Data folder [KYPHOFHIR_DATA_DIR].")
+def reindex_command(types: tuple[str, ...], db_url: str | None, data_dir: str | None) -> None:
+    """Rebuild search indexes (run after adding SearchParameters to profiles/)."""
+    from kyphofhir.app import build_services
+    from kyphofhir.errors import FhirError
+    from kyphofhir.services.reindex import reindex
+
+    settings = _settings(db=db_url, data_dir=data_dir)
+    svc = build_services(settings)
+    try:
+        counts = reindex(svc, types)
+    except FhirError as exc:
+        raise click.UsageError(exc.diagnostics) from exc
+    finally:
+        svc.store.dispose()
+    for rtype, n in counts.items():
+        if n or types:
+            click.echo(f"{rtype}: {n} reindexed")
+
+
 @main.command("config")
 def show_config() -> None:
     """Print every setting with its environment variable, default and effective value."""

@@ -62,6 +62,12 @@ class Settings:
     max_body_bytes: int = _setting(
         16 * 1024 * 1024, "Largest accepted request body, in bytes; larger gets 413.", "33554432"
     )
+    profiles_dir: str = _setting(
+        "",
+        "Folder with custom SearchParameters (JSON) loaded at start; empty means the "
+        "repository's profiles/ folder when it exists.",
+        "/etc/kyphofhir/profiles",
+    )
     default_page_size: int = _setting(20, "Search/history page size when `_count` is absent.", "50")
     max_page_size: int = _setting(
         1000, "Largest honoured `_count`; larger values are capped.", "500"
@@ -87,6 +93,13 @@ class Settings:
             return self.db
         path = (Path(self.data_dir) / "kyphofhir.sqlite3").resolve()
         return f"sqlite:///{path}"
+
+    @property
+    def profiles_path(self) -> Path:
+        """The effective profiles folder (the repository's ``profiles/`` by default)."""
+        if self.profiles_dir:
+            return Path(self.profiles_dir)
+        return Path(__file__).resolve().parents[2] / "profiles"
 
     @classmethod
     def load(

@@ -24,9 +24,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from antlr4 import CommonTokenStream, InputStream, Token
+from antlr4.error.ErrorListener import ErrorListener
 from fhirpathpy import compile as fhirpath_compile
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models
+from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from kyphofhir.search.registry import split_union
 
@@ -257,3 +261,32 @@ def _push(out: list[tuple[str, Any]], value: Any, type_name: str) -> None:
         out.extend((type_name, v) for v in value if v is not None)
     else:
         out.append((type_name, value))
+
+
+class _RaiseOnSyntaxError(ErrorListener):  # type: ignore[misc]
+    def syntaxError(
+        self, recognizer: Any, symbol: Any, line: int, column: int, msg: str, e: Any
+    ) -> None:  # noqa: N802, E501
+        raise ValueError(f"column {column}: {msg}")
+
+
+def validate_expression(expression: str, base: str) -> None:
+    """Raise ValueError unless ``expression`` parses and runs on an empty ``base`` resource.
+
+    fhirpathpy's own parser recovers from syntax errors silently, and unknown functions only
+    fail at evaluation; a custom SearchParameter must fail at load instead.
+    """
+    listener = _RaiseOnSyntaxError()
+    lexer = FHIRPathLexer(InputStream(expression))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(listener)
+    parser = FHIRPathParser(CommonTokenStream(lexer))
+    parser.removeErrorListeners()
+    parser.addErrorListener(listener)
+    parser.expression()
+    if parser.getCurrentToken().type != Token.EOF:
+        raise ValueError(f"unexpected text after column {parser.getCurrentToken().column}")
+    evaluate: Callable[..., list[Any]] = fhirpath_compile(
+        rewrite_for_indexing(expression), model=_MODEL
+    )
+    evaluate({"resourceType": base})

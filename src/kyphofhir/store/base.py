@@ -75,6 +75,12 @@ class UnitOfWork(Protocol):
 
     def count(self, query: SearchQuery) -> int: ...
 
+    def scan(self, rtype: str, cursor: str | None, limit: int) -> Page:
+        """Live resources of ``rtype`` in storage order, a page at a time (reindexing)."""
+
+    def replace_index(self, rtype: str, rid: str, index: IndexRows) -> None:
+        """Replace the index rows of the current version of ``rtype/rid``."""
+
     def referenced(
         self,
         sources: Sequence[str],

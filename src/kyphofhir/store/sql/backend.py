@@ -367,6 +367,35 @@ class SqlUnit:
         ).all()
         return [_stored(r) for r in rows]
 
+    def scan(self, rtype: str, cursor: str | None, limit: int) -> Page:
+        self.flush()
+        if cursor is not None and not cursor.isdigit():
+            raise InvalidCursor(cursor)
+        conditions = [resource.c.res_type == rtype, resource.c.deleted.is_(False)]
+        if cursor is not None:
+            conditions.append(resource.c.rid > int(cursor))
+        rows = self.conn.execute(
+            select(*_RESOURCE_COLS).where(*conditions).order_by(resource.c.rid).limit(limit + 1)
+        ).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = str(rows[-1].rid) if more and rows else None
+        return Page([_stored(r) for r in rows], next_cursor, None)
+
+    def replace_index(self, rtype: str, rid: str, index: IndexRows) -> None:
+        self.flush()
+        row_id = self.conn.execute(_GET, {"t": rtype, "i": rid}).first()
+        if row_id is None:
+            return
+        for statement in _DELETE_INDEX_ROWS:
+            self.conn.execute(statement, {"rid": row_id.rid})
+        for kind, rows in index.items():
+            if rows:
+                for row in rows:
+                    row["rid"] = row_id.rid
+                    row["res_type"] = rtype
+                self.conn.execute(_INSERT_INDEX[kind], rows)
+
     def count(self, query: SearchQuery) -> int:
         self.flush()
         return int(
