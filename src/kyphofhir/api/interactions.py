@@ -83,13 +83,20 @@ def _page_links(
     return links
 
 
-def search_response(rtype: str | None) -> Response:
-    """Type-level search, or system-level search (``GET [base]?_type=...``) for None."""
+def search_response(rtype: str | None, compartment: tuple[str, str] | None = None) -> Response:
+    """Type-level search, system-level search (``rtype`` None) or, with ``compartment``
+    ``(Patient, id)``, a compartment search (``rtype`` a type) or ``$everything`` (None)."""
     svc = services()
     items = _search_items()
     strict = prefer_strict(request)
 
     def work(uow: UnitOfWork) -> search_service.SearchResult:
+        if compartment is not None and rtype is None:
+            return search_service.everything(svc, uow, *compartment, items)
+        if compartment is not None and rtype is not None:
+            return search_service.compartment_search(
+                svc, uow, *compartment, rtype, items, strict=strict
+            )
         if rtype is None:
             return search_service.system_search(svc, uow, items, strict=strict)
         return search_service.search(svc, uow, rtype, items, strict=strict)
@@ -101,7 +108,12 @@ def search_response(rtype: str | None) -> Response:
         base,
         result.page.items,
         total=result.total,
-        links=_page_links(f"{base}/{rtype}" if rtype else base, items, result.page.next_cursor),
+        links=_page_links(
+            "/".join([base, *(compartment or ()), *([rtype] if rtype else [])])
+            + ("/$everything" if compartment and not rtype else ""),
+            items,
+            result.page.next_cursor,
+        ),
         outcome=outcome,
         included=result.included,
     )
@@ -237,3 +249,15 @@ def register(bp: Blueprint) -> None:
         methods=["GET"],
     )
     bp.add_url_rule("/<fhir_type:rtype>/<rid>/_history/<vid>", view_func=vread, methods=["GET"])
+    bp.add_url_rule(
+        "/<fhir_type:ctype>/<cid>/<fhir_type:rtype>",
+        view_func=lambda ctype, cid, rtype: search_response(rtype, (ctype, cid)),
+        endpoint="compartment_search",
+        methods=["GET"],
+    )
+    bp.add_url_rule(
+        "/<fhir_type:ctype>/<cid>/$everything",
+        view_func=lambda ctype, cid: search_response(None, (ctype, cid)),
+        endpoint="everything",
+        methods=["GET", "POST"],
+    )

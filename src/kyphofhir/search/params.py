@@ -141,6 +141,8 @@ class SearchQuery:
     sort: list[tuple[SearchParam, bool]] = field(default_factory=list)  # (param, descending)
     # system-level search: one query per resource type, OR-ed (resource_type is "*")
     union: list[SearchQuery] = field(default_factory=list)
+    # compartment: (compartment type, id, reference parameters linking into it)
+    compartment: tuple[str, str, tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,15 @@ class SearchRegistry:
         return [p for p in self.params(rtype).values() if p.indexed and p.code not in COLUMN_PARAMS]
 
 
+def patient_compartment() -> dict[str, tuple[str, ...]]:
+    """Per served type, the parameters that put a resource in a Patient's compartment.
+
+    From the R4 CompartmentDefinition ``patient`` (``data/compartment-patient.json``).
+    """
+    text = resources.files("kyphofhir.data").joinpath("compartment-patient.json").read_text("utf-8")
+    return {rtype: tuple(params) for rtype, params in json.loads(text)["params"].items()}
+
+
 def _r4_definitions() -> list[dict[str, Any]]:
     text = (
         resources.files("kyphofhir.data").joinpath("search-parameters-r4.json").read_text("utf-8")

@@ -24,6 +24,7 @@ TYPE_INTERACTIONS = (
     "search-type",
 )
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system", "search-system")
+EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 FORMATS = ("application/fhir+json", "application/json", "json")
 
 
@@ -66,6 +67,11 @@ def capability_statement(registry: SearchRegistry, base_url: str) -> dict[str, A
                 "searchInclude": ["*", *_includes(registry, rtype)],
                 "searchRevInclude": _revincludes(registry, rtype),
                 "searchParam": params,
+                **(
+                    {"operation": [{"name": "everything", "definition": EVERYTHING}]}
+                    if rtype == "Patient"
+                    else {}
+                ),
             }
         )
     return {

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from kyphofhir.config import Settings
 from kyphofhir.errors import Conflict, FhirError
 from kyphofhir.search.extract import Extractor
-from kyphofhir.search.registry import SearchRegistry
+from kyphofhir.search.registry import SearchRegistry, patient_compartment
 from kyphofhir.store.base import (
     DuplicateResource,
     ResourceStore,
@@ -40,6 +40,7 @@ class Services:
     registry: SearchRegistry
     extractor: Extractor
     settings: Settings
+    compartment: dict[str, tuple[str, ...]] = field(default_factory=patient_compartment)
 
     def run(self, write: bool, work: Callable[[UnitOfWork], T]) -> T:
         """Run ``work`` in one unit of work, retrying lost optimistic races.

@@ -269,3 +269,78 @@ def history(
         )
     except InvalidCursor:
         raise _bad_page() from None
+
+
+def compartment_search(
+    svc: Services,
+    uow: UnitOfWork,
+    ctype: str,
+    cid: str,
+    rtype: str,
+    items: list[tuple[str, str]],
+    *,
+    strict: bool = False,
+) -> SearchResult:
+    """``GET Patient/1/Observation?...``: a type search limited to one Patient's compartment."""
+    params = _compartment_params(svc, uow, ctype, cid).get(rtype)
+    check_type(rtype)
+    if not params:
+        raise Invalid(
+            f"{rtype} resources are not in the {ctype} compartment.",
+            details_code="MSG_PARAM_INVALID",
+        )
+    query = parse_query(
+        svc.registry,
+        rtype,
+        [(k, v) for k, v in items if k != "_page"],
+        default_count=svc.settings.default_page_size,
+        max_count=svc.settings.max_page_size,
+    )
+    query.compartment = (ctype, cid, params)
+    return _run(svc, uow, query, rtype, items, strict)
+
+
+def everything(
+    svc: Services, uow: UnitOfWork, ctype: str, cid: str, items: list[tuple[str, str]]
+) -> SearchResult:
+    """``Patient/1/$everything``: the patient and every resource in its compartment.
+
+    ``_since`` (only resources updated since), ``_type`` (which types), ``_count`` and
+    paging as for searches; one statement over all the types.
+    """
+    compartment = _compartment_params(svc, uow, ctype, cid)
+    types_raw = ",".join(v for k, v in items if k == "_type")
+    types = [t.strip() for t in types_raw.split(",") if t.strip()] or sorted(compartment)
+    for rtype in types:
+        if rtype not in compartment:
+            raise Invalid(
+                f"_type: {rtype!r} is not in the {ctype} compartment.", expression=["_type"]
+            )
+    since = next((v for k, v in items if k == "_since"), None)
+    base = [("_lastUpdated", f"ge{since}")] if since else []
+    base += [(k, v) for k, v in items if k == "_count"]
+    queries = []
+    for rtype in types:
+        query = parse_query(
+            svc.registry,
+            rtype,
+            base,
+            default_count=svc.settings.default_page_size,
+            max_count=svc.settings.max_page_size,
+        )
+        query.compartment = (ctype, cid, compartment[rtype])
+        queries.append(query)
+    combined = dataclasses.replace(queries[0], resource_type="*", clauses=[], union=queries)
+    return _run(svc, uow, combined, "*", items, strict=False)
+
+
+def _compartment_params(
+    svc: Services, uow: UnitOfWork, ctype: str, cid: str
+) -> dict[str, tuple[str, ...]]:
+    if ctype != "Patient":
+        raise NotFound(f"Only the Patient compartment is supported, not {ctype}.")
+    check_id(cid)
+    found = uow.get(ctype, cid)
+    if found is None or found.deleted:
+        raise NotFound(f"Resource {ctype}/{cid} was not found.")
+    return svc.compartment

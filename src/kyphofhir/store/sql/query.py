@@ -46,7 +46,26 @@ def where_clauses(query: SearchQuery) -> list[ColumnElement[bool]]:
     ]
     for clause in query.clauses:
         conditions.append(_clause(query.resource_type, clause, resource))
+    if query.compartment is not None:
+        conditions.append(_in_compartment(query.resource_type, *query.compartment))
     return conditions
+
+
+def _in_compartment(
+    rtype: str, ctype: str, cid: str, params: tuple[str, ...]
+) -> ColumnElement[bool]:
+    """The resource refers to ``ctype/cid`` through one of ``params`` (or is that resource)."""
+    ref = INDEX_TABLES["reference"].alias()
+    linked = exists().where(
+        ref.c.rid == resource.c.rid,
+        ref.c.res_type == rtype,
+        ref.c.param.in_(params),
+        ref.c.target_type == ctype,
+        ref.c.target_id == cid,
+    )
+    if rtype == ctype:
+        return or_(resource.c.res_id == cid, linked)
+    return linked
 
 
 def select_ids(query: SearchQuery) -> Select[Any]:
