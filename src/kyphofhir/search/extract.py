@@ -16,6 +16,7 @@ uri        value
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 from kyphofhir.fhir.datetimes import MAX_US, MIN_US, parse_range
 from kyphofhir.fhir.references import parse_reference
 from kyphofhir.search.fhirpath import Evaluator, TypedValue, compile_expression
-from kyphofhir.search.registry import SearchParam, SearchRegistry
+from kyphofhir.search.registry import SearchParam, SearchRegistry, split_union
 
 Row = dict[str, Any]
 IndexRows = dict[str, list[Row]]
@@ -71,6 +72,18 @@ class Extractor:
 
     registry: SearchRegistry
     _compiled: dict[str, list[tuple[SearchParam, Evaluator]]] = field(default_factory=dict)
+    _composites: dict[tuple[str, str], _Composite] = field(default_factory=dict)
+
+    def _composite(self, param: SearchParam) -> _Composite:
+        found = self._composites.get((param.resource_type, param.code))
+        if found is None:
+            types = self.registry.component_types(param)
+            parts = tuple(
+                _component_evaluator(str(c.get("expression", ""))) for c in param.components
+            )
+            found = _Composite(types[1], parts[0], parts[1])
+            self._composites[(param.resource_type, param.code)] = found
+        return found
 
     def _for_type(self, rtype: str) -> list[tuple[SearchParam, Evaluator]]:
         compiled = self._compiled.get(rtype)
@@ -86,12 +99,18 @@ class Extractor:
     def warm(self) -> None:
         """Compile everything now (at start-up rather than on the first write)."""
         for rtype in self.registry.by_type:
-            self._for_type(rtype)
+            for param, _ in self._for_type(rtype):
+                if param.type == "composite":
+                    self._composite(param)
 
     def extract(self, resource: dict[str, Any]) -> IndexRows:
         rows: IndexRows = {}
         for param, evaluate in self._for_type(resource["resourceType"]):
-            convert = _CONVERTERS[param.type]
+            convert = (
+                self._composite(param).rows
+                if param.type == "composite"
+                else _CONVERTERS[param.type]
+            )
             seen: set[tuple[Any, ...]] = set()
             for typed in evaluate(resource):
                 for row in convert(typed):
@@ -279,3 +298,77 @@ _CONVERTERS: dict[str, Callable[[TypedValue], Iterator[Row]]] = {
     "reference": _references,
     "uri": _uris,
 }
+
+
+_COMPONENT = re.compile(r"^\s*([a-z][A-Za-z0-9]*)(?:\.as\(\s*([A-Za-z]+)\s*\))?\s*$")
+_COMPOSITE_EMPTY: Row = {
+    "system2": None,
+    "code2": None,
+    "text2": None,
+    "value2": None,
+    "lo2": None,
+    "hi2": None,
+    "date_lo2": None,
+    "date_hi2": None,
+}
+
+
+def _component_evaluator(expression: str) -> Callable[[Any], list[TypedValue]]:
+    """A composite component (``code``, ``value.as(Quantity) | value.as(Range)``) on one item.
+
+    The R4 component expressions are relative to an element (an Observation or one of its
+    components), where FHIRPath has no type context to resolve ``value`` to
+    ``valueQuantity``; they are all of this simple form, so they are resolved here.
+    """
+    keys: list[tuple[str, str]] = []
+    for branch in split_union(expression):
+        m = _COMPONENT.match(branch)
+        if not m:
+            raise ValueError(f"unsupported composite component expression {expression!r}")
+        name, cast = m.group(1), m.group(2)
+        key = name + (cast[0].upper() + cast[1:] if cast else "")
+        keys.append((key, cast or "Element"))
+
+    def evaluate(item: Any) -> list[TypedValue]:
+        if not isinstance(item, dict):
+            return []
+        out: list[TypedValue] = []
+        for key, kind in keys:
+            value = item.get(key)
+            for v in value if isinstance(value, list) else [value]:
+                if v is not None:
+                    out.append((kind, v))
+        return out
+
+    return evaluate
+
+
+@dataclass(frozen=True)
+class _Composite:
+    second_type: str
+    first: Callable[[Any], list[TypedValue]]
+    second: Callable[[Any], list[TypedValue]]
+
+    def rows(self, typed: TypedValue) -> Iterator[Row]:
+        _, item = typed
+        firsts = [r for tv in self.first(item) for r in _tokens(tv) if r["code"] is not None]
+        convert = _CONVERTERS[self.second_type]
+        seconds = [r for tv in self.second(item) for r in convert(tv)]
+        for a in firsts:
+            for b in seconds:
+                row = {"system1": a["system"], "code1": a["code"], **_COMPOSITE_EMPTY}
+                if self.second_type == "token":
+                    row.update(system2=b["system"], code2=b["code"])
+                elif self.second_type == "quantity":
+                    row.update(
+                        value2=b["value"],
+                        lo2=b["lo"],
+                        hi2=b["hi"],
+                        system2=b["system"],
+                        code2=b["code"],
+                    )
+                elif self.second_type == "date":
+                    row.update(date_lo2=b["lo"], date_hi2=b["hi"])
+                elif self.second_type == "string":
+                    row.update(text2=b["value_norm"])
+                yield row

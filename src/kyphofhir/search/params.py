@@ -50,6 +50,7 @@ SUPPORTED_MODIFIERS: dict[str, frozenset[str]] = {
     "number": frozenset({"missing"}),
     "quantity": frozenset({"missing"}),
     "uri": frozenset({"missing", "below", "above"}),
+    "composite": frozenset({"missing"}),
 }
 
 
@@ -89,6 +90,15 @@ class ReferenceValue:
     type: str | None
     id: str | None
     url: str | None
+
+
+@dataclass(frozen=True)
+class CompositeValue:
+    """``system|code$prefix value``: a token and a second value matched in the same item."""
+
+    first: TokenValue
+    second: Any
+    second_type: str
 
 
 @dataclass(frozen=True)
@@ -259,7 +269,50 @@ def _parse_clause(
             expression=[name],
             details_code="MSG_PARAM_UNKNOWN",
         )
+    if param.type == "composite":
+        return _composite_clause(registry, param, name, modifier or None, raw)
     return _value_clause(param, name, modifier or None, raw)
+
+
+def _composite_clause(
+    registry: SearchRegistry, param: SearchParam, name: str, mod: str | None, raw: str
+) -> Clause:
+    if mod == "missing":
+        return _value_clause(param, name, mod, raw)
+    if mod is not None:
+        raise Invalid(
+            f"Modifier ':{mod}' is not supported for composite parameter {param.code}.",
+            expression=[name],
+            details_code="MSG_PARAM_MODIFIER_INVALID",
+        )
+    _, second_type = registry.component_types(param)
+    values = []
+    for text in split_values(raw):
+        parts = _split_dollar(text)
+        if len(parts) != 2:
+            raise Invalid(
+                f"{name}: a composite value is two parts separated by '$', got {text!r}.",
+                expression=[name],
+            )
+        first = _parse_value("token", name, parts[0], None)
+        second = _parse_value(second_type, name, parts[1], None)
+        values.append(CompositeValue(first, second, second_type))
+    return Clause(param, None, tuple(values))
+
+
+def _split_dollar(value: str) -> list[str]:
+    parts: list[str] = []
+    start, i = 0, 0
+    while i < len(value):
+        if value[i] == "\\":
+            i += 2
+            continue
+        if value[i] == "$":
+            parts.append(value[start:i])
+            start = i + 1
+        i += 1
+    parts.append(value[start:])
+    return parts
 
 
 def _parse_has(registry: SearchRegistry, rtype: str, name: str, raw: str, depth: int) -> Clause:

@@ -56,10 +56,10 @@ def _check(path: Path, definition: dict[str, Any]) -> None:
     for key in ("code", "base", "type", "expression"):
         if not definition.get(key):
             raise ProfileError(f"{path}: SearchParameter {name} has no {key}")
-    if definition["type"] not in INDEXED_TYPES:
+    if definition["type"] not in INDEXED_TYPES - {"composite"}:
         raise ProfileError(
             f"{path}: SearchParameter {name} has type {definition['type']!r}; custom "
-            f"parameters can be one of {', '.join(sorted(INDEXED_TYPES))}"
+            f"parameters can be one of {', '.join(sorted(INDEXED_TYPES - {'composite'}))}"
         )
     bases = [b for b in definition["base"] if b in SERVED_TYPES]
     if not bases:

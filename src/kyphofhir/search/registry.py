@@ -22,7 +22,9 @@ from kyphofhir.fhir.models import SERVED_TYPES
 COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
 # Parameters whose definition has no expression or that we do not index (yet).
 UNINDEXED = frozenset({"_text", "_content", "_query", "_list", "_has", "_type"})
-INDEXED_TYPES = frozenset({"token", "string", "date", "number", "quantity", "reference", "uri"})
+INDEXED_TYPES = frozenset(
+    {"token", "string", "date", "number", "quantity", "reference", "uri", "composite"}
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class SearchRegistry:
     """Search parameters by resource type and code."""
 
     by_type: dict[str, dict[str, SearchParam]] = field(default_factory=dict)
+    types_by_url: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def default(cls, extra: Iterable[Mapping[str, Any]] = ()) -> SearchRegistry:
@@ -59,6 +62,8 @@ class SearchRegistry:
     def add(self, definition: Mapping[str, Any]) -> None:
         """Register a SearchParameter resource (R4 JSON) for each served base type."""
         code = str(definition["code"])
+        if definition.get("url"):
+            self.types_by_url[str(definition["url"])] = str(definition["type"])
         bases = definition.get("base", [])
         expression = definition.get("expression")
         for base in bases:
@@ -76,6 +81,13 @@ class SearchRegistry:
                     targets=tuple(definition.get("target", ())),
                     components=tuple(definition.get("component", ())),
                 )
+
+    def component_types(self, param: SearchParam) -> tuple[str, ...]:
+        """The search types of a composite parameter's components (by their definitions)."""
+        types = tuple(self.types_by_url.get(str(c.get("definition")), "") for c in param.components)
+        if len(types) != 2 or types[0] != "token" or not all(types):
+            raise ValueError(f"composite parameter {param.code}: unsupported components {types}")
+        return types
 
     def get(self, rtype: str, code: str) -> SearchParam | None:
         return self.by_type.get(rtype, {}).get(code)

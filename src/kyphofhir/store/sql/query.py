@@ -27,6 +27,7 @@ from kyphofhir.errors import Invalid
 from kyphofhir.search.extract import normalize_string
 from kyphofhir.search.params import (
     Clause,
+    CompositeValue,
     DateValue,
     NumberValue,
     QuantityValue,
@@ -229,6 +230,8 @@ def _value(clause: Clause, table: FromClause, value: Any) -> ColumnElement[bool]
         if value.code is not None:
             extra.append(or_(table.c.code == value.code, table.c.unit == value.code))
         return and_(cond, *extra)
+    if kind == "composite" and isinstance(value, CompositeValue):
+        return _composite(table, value)
     if kind == "reference" and isinstance(value, ReferenceValue):
         if value.id is not None:
             cond = table.c.target_id == value.id
@@ -237,6 +240,33 @@ def _value(clause: Clause, table: FromClause, value: Any) -> ColumnElement[bool]
             return cond
         return table.c.url == value.url
     raise Invalid(f"Unsupported value for {clause.param.code}.", expression=[clause.param.code])
+
+
+def _composite(table: FromClause, value: CompositeValue) -> ColumnElement[bool]:
+    first = value.first
+    conditions: list[ColumnElement[bool]] = []
+    if first.code is not None:
+        conditions.append(table.c.code1 == first.code)
+    if first.system is not None:
+        conditions.append(table.c.system1 == first.system)
+    second = value.second
+    if value.second_type == "token" and isinstance(second, TokenValue):
+        if second.code is not None:
+            conditions.append(table.c.code2 == second.code)
+        if second.system is not None:
+            conditions.append(table.c.system2 == second.system)
+    elif value.second_type == "quantity" and isinstance(second, QuantityValue):
+        conditions.append(_number_on(table.c.value2, second))
+        if second.system is not None:
+            conditions.append(table.c.system2 == second.system)
+        if second.code is not None:
+            conditions.append(table.c.code2 == second.code)
+    elif value.second_type == "date" and isinstance(second, DateValue):
+        conditions.append(_range(table.c.date_lo2, table.c.date_hi2, second))
+    elif value.second_type == "string":
+        norm = _escape_like(normalize_string(str(second)))
+        conditions.append(table.c.text2.like(norm + "%", escape="\\"))
+    return and_(*conditions) if conditions else true()
 
 
 def _token(table: FromClause, value: TokenValue) -> ColumnElement[bool]:
@@ -276,7 +306,10 @@ def _range(
 
 
 def _number(table: FromClause, v: NumberValue | QuantityValue) -> ColumnElement[bool]:
-    col = table.c.value
+    return _number_on(table.c.value, v)
+
+
+def _number_on(col: ColumnElement[Any], v: NumberValue | QuantityValue) -> ColumnElement[bool]:
     p = v.prefix
     if p == "eq":
         return and_(col >= v.lo, col < v.hi)

@@ -133,6 +133,24 @@ spidx_uri = _index_table(
     indexes=(("res_type", "param", "value"),),
 )
 
+# A composite value (``code-value-quantity=loinc|38214-3$gt50``): the first component is
+# always a token in R4; the second is a token, quantity, date or string and uses the
+# matching group of columns.
+spidx_composite = _index_table(
+    "spidx_composite",
+    Column("system1", String(255), nullable=False, default=""),
+    Column("code1", String(255), nullable=True),
+    Column("system2", String(255), nullable=True),
+    Column("code2", String(255), nullable=True),
+    Column("text2", String(255), nullable=True),
+    Column("value2", Float, nullable=True),
+    Column("lo2", Float, nullable=True),
+    Column("hi2", Float, nullable=True),
+    Column("date_lo2", BigInteger, nullable=True),
+    Column("date_hi2", BigInteger, nullable=True),
+    indexes=(("res_type", "param", "code1"),),
+)
+
 INDEX_TABLES: dict[str, Table] = {
     "token": spidx_token,
     "string": spidx_string,
@@ -141,4 +159,5 @@ INDEX_TABLES: dict[str, Table] = {
     "quantity": spidx_quantity,
     "reference": spidx_reference,
     "uri": spidx_uri,
+    "composite": spidx_composite,
 }
