@@ -43,7 +43,7 @@ SORTABLE_TYPES = frozenset({"token", "string", "date", "number", "quantity", "re
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 SUPPORTED_PREFIXES = {"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"}
 SUPPORTED_MODIFIERS: dict[str, frozenset[str]] = {
-    "token": frozenset({"missing", "not", "text"}),
+    "token": frozenset({"missing", "not", "text", "in", "not-in", "above", "below"}),
     "string": frozenset({"missing", "exact", "contains"}),
     "reference": frozenset({"missing"}),
     "date": frozenset({"missing"}),
@@ -58,6 +58,13 @@ SUPPORTED_MODIFIERS: dict[str, frozenset[str]] = {
 class TokenValue:
     system: str | None  # None: any system; "": no system
     code: str | None  # None: any code (``system|``)
+
+
+@dataclass(frozen=True)
+class CodeSet:
+    """A token clause's value after terminology resolution (``:in``, ``:below``, ...)."""
+
+    codes: frozenset[tuple[str, str]]  # (system, code)
 
 
 @dataclass(frozen=True)
@@ -507,8 +514,8 @@ def _parse_value(kind: str, name: str, raw: str, modifier: str | None) -> Any:
     if raw == "":
         raise Invalid(f"Empty value for search parameter {name}.", expression=[name])
     if kind == "token":
-        if modifier == "text":
-            return unescape(raw)
+        if modifier in ("text", "in", "not-in"):
+            return unescape(raw)  # text, or a ValueSet URL resolved by the service layer
         pipe = _split_pipe(raw)
         if pipe is None:
             return TokenValue(None, unescape(raw))

@@ -25,6 +25,7 @@ from kyphofhir.fhir.datetimes import format_instant, now_instant
 from kyphofhir.fhir.models import is_served_type, validate_resource
 from kyphofhir.fhir.references import is_valid_id
 from kyphofhir.search.params import parse_query
+from kyphofhir.services import terminology
 from kyphofhir.services.context import Services
 from kyphofhir.store.base import StoredResource, UnitOfWork
 
@@ -166,7 +167,7 @@ def matches(
             details_code="MSG_PARAM_UNKNOWN",
         )
     query.count = limit
-    return list(uow.search(query, None).items)
+    return list(uow.search(terminology.resolve(svc, uow, query), None).items)
 
 
 def single_match(

@@ -21,6 +21,7 @@ from kyphofhir.fhir.datetimes import parse_range, us_to_instant
 from kyphofhir.fhir.models import SERVED_TYPES
 from kyphofhir.fhir.summary import subset
 from kyphofhir.search.params import SearchQuery, parse_count, parse_query
+from kyphofhir.services import terminology
 from kyphofhir.services.context import Services
 from kyphofhir.services.crud import check_id, check_type
 from kyphofhir.store.base import InvalidCursor, Page, StoredResource, UnitOfWork
@@ -107,6 +108,7 @@ def _run(
                 )
             )
     cursor = decode_cursor(page_token)
+    query = terminology.resolve(svc, uow, query)
     if query.summary_count:
         return SearchResult(query, Page([], None, None), uow.count(query), warnings)
     try:

@@ -27,6 +27,7 @@ from kyphofhir.errors import Invalid
 from kyphofhir.search.extract import normalize_string
 from kyphofhir.search.params import (
     Clause,
+    CodeSet,
     CompositeValue,
     DateValue,
     NumberValue,
@@ -97,7 +98,7 @@ def _clause(rtype: str, clause: Clause, res: FromClause) -> ColumnElement[bool]:
     if clause.modifier == "missing":
         present = exists().where(*base)
         return not_(present) if clause.values[0] else present
-    if clause.modifier == "not":
+    if clause.modifier in ("not", "not-in"):
         matches = [_token(table, v) for v in clause.values]
         return not_(exists().where(*base, or_(*matches)))
     matches = [_value(clause, table, v) for v in clause.values]
@@ -195,6 +196,8 @@ def _id_clause(clause: Clause, res: FromClause) -> ColumnElement[bool]:
 def _value(clause: Clause, table: FromClause, value: Any) -> ColumnElement[bool]:
     kind = clause.param.type
     if kind == "token":
+        if isinstance(value, CodeSet):
+            return _token(table, value)
         if clause.modifier == "text":
             norm = normalize_string(str(value))
             return table.c.text.like(_escape_like(norm) + "%", escape="\\")
@@ -269,7 +272,16 @@ def _composite(table: FromClause, value: CompositeValue) -> ColumnElement[bool]:
     return and_(*conditions) if conditions else true()
 
 
-def _token(table: FromClause, value: TokenValue) -> ColumnElement[bool]:
+def _token(table: FromClause, value: TokenValue | CodeSet) -> ColumnElement[bool]:
+    if isinstance(value, CodeSet):
+        by_system: dict[str, list[str]] = {}
+        for system, code in value.codes:
+            by_system.setdefault(system, []).append(code)
+        if not by_system:
+            return false()
+        return or_(
+            *[and_(table.c.system == s, table.c.code.in_(sorted(c))) for s, c in by_system.items()]
+        )
     conditions: list[ColumnElement[bool]] = []
     if value.code is not None:
         conditions.append(table.c.code == value.code)
