@@ -80,6 +80,7 @@ _SYSTEM_TYPES = {
     "System.Time": "time",
 }
 _RESOLVE_IS = re.compile(r"resolve\(\)\s+is\s+([A-Za-z]+)")
+_ROOT = re.compile(r"^\s*[A-Z][A-Za-z]+\s*$")
 WHERE_RESOLVE = re.compile(
     r"^([A-Z][A-Za-z]+)((?:\.[a-z][A-Za-z0-9]*)+)\.where\(resolve\(\)\s+is\s+([A-Za-z]+)\)$"
 )
@@ -123,6 +124,9 @@ def compile_expression(expression: str) -> Evaluator:
 
 
 def _compile_branch(branch: str) -> Evaluator:
+    if _ROOT.match(branch):  # composite bases: "Observation"
+        root = branch.strip()
+        return lambda resource: [(root, resource)] if resource.get("resourceType") == root else []
     plain = _PLAIN.match(branch)
     if plain:
         return plain_path(plain.group(1), plain.group(2)[1:].split("."), plain.group(3))
