@@ -52,3 +52,22 @@ def details_code(reply: Any) -> str | None:
     issue = reply.json()["issue"][0]
     codings = issue.get("details", {}).get("coding", [])
     return codings[0]["code"] if codings else None
+
+
+def create(api: Any, body: dict[str, Any]) -> str:
+    """POST ``body`` to its type, assert 201, return the new id."""
+    r = api.post(f"/{body['resourceType']}", json=body)
+    assert r.status_code == 201, r.content
+    return str(r.json()["id"])
+
+
+def all_pages(api: Any, first: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every entry of a searchset, following ``next`` links from the first page."""
+    entries: list[dict[str, Any]] = []
+    page = first
+    while True:
+        entries += page.get("entry", [])
+        nxt = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+        if nxt is None:
+            return entries
+        page = api.get(nxt).json()

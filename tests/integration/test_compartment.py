@@ -6,15 +6,13 @@ import time
 
 import pytest
 
-from samples import patient, vas
+from samples import all_pages, create, patient, vas
 
 
 @pytest.fixture
 def chart(api):
     def post(body):
-        r = api.post(f"/{body['resourceType']}", json=body)
-        assert r.status_code == 201, r.content
-        return r.json()["id"]
+        return create(api, body)
 
     p1, p2 = post(patient("e1")), post(patient("e2"))
     o1, o2 = post(vas(f"Patient/{p1}", 10)), post(vas(f"Patient/{p1}", 20))
@@ -75,13 +73,7 @@ def test_everything_since_and_paging(api, chart) -> None:
     since = marker["meta"]["lastUpdated"]
     recent = _ids(api.get(f"/Patient/{chart['p1']}/$everything", params={"_since": since}))
     assert recent == {("Observation", marker["id"])}
-    seen = []
-    r = api.get(f"/Patient/{chart['p1']}/$everything", params={"_count": "2"}).json()
-    while True:
-        seen += [e["resource"]["id"] for e in r["entry"]]
-        nxt = next((link["url"] for link in r["link"] if link["relation"] == "next"), None)
-        if nxt is None:
-            break
-        assert "$everything" in nxt
-        r = api.get(nxt).json()
+    first = api.get(f"/Patient/{chart['p1']}/$everything", params={"_count": "2"}).json()
+    assert "$everything" in next(x["url"] for x in first["link"] if x["relation"] == "next")
+    seen = [e["resource"]["id"] for e in all_pages(api, first)]
     assert len(seen) == len(set(seen)) == 5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from samples import details_code, patient, vas
+from samples import all_pages, details_code, patient, vas
 
 
 @pytest.fixture
@@ -259,10 +259,5 @@ def test_system_level_search_errors(api, data) -> None:
 
 def test_system_level_paging(api, data) -> None:
     first = api.get("", params={"_count": "2", "_sort": "_lastUpdated"}).json()
-    seen = [e["resource"]["id"] for e in first["entry"]]
-    nxt = next(link["url"] for link in first["link"] if link["relation"] == "next")
-    while nxt:
-        page = api.get(nxt).json()
-        seen += [e["resource"]["id"] for e in page["entry"]]
-        nxt = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    seen = [e["resource"]["id"] for e in all_pages(api, first)]
     assert len(seen) == len(set(seen)) == 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from samples import details_code, patient, vas
+from samples import create, details_code, patient, vas
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
@@ -13,9 +13,7 @@ ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 @pytest.fixture
 def world(api):
     def post(body):
-        r = api.post(f"/{body['resourceType']}", json=body)
-        assert r.status_code == 201, r.content
-        return r.json()["id"]
+        return create(api, body)
 
     doc = post({"resourceType": "Practitioner", "name": [{"family": "Doktor", "given": ["Eva"]}]})
     other_doc = post({"resourceType": "Practitioner", "name": [{"family": "Arzt"}]})

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from samples import patient, vas
+from samples import create, patient, vas
 
 
 @pytest.fixture
 def data(api):
     def post(body):
-        r = api.post(f"/{body['resourceType']}", json=body)
-        assert r.status_code == 201, r.content
-        return r.json()["id"]
+        return create(api, body)
 
     doc = post({"resourceType": "Practitioner", "name": [{"family": "Doktor"}]})
     p1 = post(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from samples import vas
+from samples import create, vas
 
 CS = "urn:kyphofhir:test:anatomy"
 LOINC = "http://loinc.org"
@@ -13,9 +13,7 @@ LOINC = "http://loinc.org"
 @pytest.fixture
 def coded(api):
     def post(body):
-        r = api.post(f"/{body['resourceType']}", json=body)
-        assert r.status_code == 201, r.content
-        return r.json()["id"]
+        return create(api, body)
 
     post(
         {

@@ -69,14 +69,19 @@ def search(
     strict: bool = False,
 ) -> SearchResult:
     check_type(rtype)
-    query = parse_query(
+    query = _parse(svc, rtype, items)
+    return _run(svc, uow, query, rtype, items, strict)
+
+
+def _parse(svc: Services, rtype: str, items: list[tuple[str, str]]) -> SearchQuery:
+    """Parse with the server's page-size settings; ``_page`` is the service's, not a filter."""
+    return parse_query(
         svc.registry,
         rtype,
         [(k, v) for k, v in items if k != "_page"],
         default_count=svc.settings.default_page_size,
         max_count=svc.settings.max_page_size,
     )
-    return _run(svc, uow, query, rtype, items, strict)
 
 
 def _run(
@@ -142,16 +147,7 @@ def system_search(
                 f"_type: {rtype!r} is not a type this server serves.", expression=["_type"]
             )
     rest = [(k, v) for k, v in items if k not in ("_type", "_page")]
-    queries = [
-        parse_query(
-            svc.registry,
-            t,
-            rest,
-            default_count=svc.settings.default_page_size,
-            max_count=svc.settings.max_page_size,
-        )
-        for t in types
-    ]
+    queries = [_parse(svc, t, rest) for t in types]
     first = queries[0]
     if first.includes:
         raise Invalid(
@@ -291,13 +287,7 @@ def compartment_search(
             f"{rtype} resources are not in the {ctype} compartment.",
             details_code="MSG_PARAM_INVALID",
         )
-    query = parse_query(
-        svc.registry,
-        rtype,
-        [(k, v) for k, v in items if k != "_page"],
-        default_count=svc.settings.default_page_size,
-        max_count=svc.settings.max_page_size,
-    )
+    query = _parse(svc, rtype, items)
     query.compartment = (ctype, cid, params)
     return _run(svc, uow, query, rtype, items, strict)
 
@@ -323,13 +313,7 @@ def everything(
     base += [(k, v) for k, v in items if k == "_count"]
     queries = []
     for rtype in types:
-        query = parse_query(
-            svc.registry,
-            rtype,
-            base,
-            default_count=svc.settings.default_page_size,
-            max_count=svc.settings.max_page_size,
-        )
+        query = _parse(svc, rtype, base)
         query.compartment = (ctype, cid, compartment[rtype])
         queries.append(query)
     combined = dataclasses.replace(queries[0], resource_type="*", clauses=[], union=queries)
