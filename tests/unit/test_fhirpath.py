@@ -8,6 +8,8 @@ import pytest
 
 from kyphofhir.search.fhirpath import (
     _PLAIN,
+    AS_CALL,
+    CAST_TAIL,
     WHERE_RESOLVE,
     _compile_branch,
     compile_expression,
@@ -129,6 +131,29 @@ def test_typed_reference_fast_path_equals_fhirpathpy(branch: str, sample: dict[s
 def test_most_branches_take_the_fast_path() -> None:
     cases = _plain_branches()
     assert len(cases) > 60
+
+
+def test_cast_then_path_fast_path_equals_fhirpathpy() -> None:
+    branch = "(Observation.value as CodeableConcept).text"
+    assert CAST_TAIL.match(branch)
+    sample = {**SAMPLES[0], "valueCodeableConcept": {"text": "severe"}}
+    del sample["valueQuantity"]
+    assert _compile_branch(branch)(sample) == fhirpathpy_evaluator(branch)(sample)
+    assert _compile_branch(branch)(SAMPLES[0]) == fhirpathpy_evaluator(branch)(SAMPLES[0]) == []
+
+
+@pytest.mark.parametrize("cast", ["dateTime", "Period", "string", "Age"])
+def test_as_function_fast_path_equals_fhirpathpy(cast: str) -> None:
+    branch = f"Condition.onset.as({cast})"
+    assert AS_CALL.match(branch)
+    for onset in (
+        {"onsetDateTime": "2024-01-01"},
+        {"onsetString": "childhood"},
+        {"onsetPeriod": {"start": "2020"}},
+        {},
+    ):
+        sample = {"resourceType": "Condition", "subject": {"reference": "Patient/1"}, **onset}
+        assert _compile_branch(branch)(sample) == fhirpathpy_evaluator(branch)(sample)
 
 
 def test_as_on_a_collection_is_element_wise() -> None:

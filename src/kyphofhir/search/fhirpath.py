@@ -80,6 +80,11 @@ _SYSTEM_TYPES = {
     "System.Time": "time",
 }
 _RESOLVE_IS = re.compile(r"resolve\(\)\s+is\s+([A-Za-z]+)")
+AS_CALL = re.compile(r"^([A-Z][A-Za-z]+)((?:\.[a-z][A-Za-z0-9]*)+)\.as\(\s*([A-Za-z]+)\s*\)$")
+CAST_TAIL = re.compile(
+    r"^\(\s*([A-Z][A-Za-z]+)((?:\.[a-z][A-Za-z0-9]*)+)\s+as\s+([A-Za-z]+)\s*\)"
+    r"((?:\.[a-z][A-Za-z0-9]*)+)$"
+)
 _ROOT = re.compile(r"^\s*[A-Z][A-Za-z]+\s*$")
 WHERE_RESOLVE = re.compile(
     r"^([A-Z][A-Za-z]+)((?:\.[a-z][A-Za-z0-9]*)+)\.where\(resolve\(\)\s+is\s+([A-Za-z]+)\)$"
@@ -130,6 +135,13 @@ def _compile_branch(branch: str) -> Evaluator:
     plain = _PLAIN.match(branch)
     if plain:
         return plain_path(plain.group(1), plain.group(2)[1:].split("."), plain.group(3))
+    as_call = AS_CALL.match(branch)  # Condition.onset.as(dateTime) is (Condition.onset as dateTime)
+    if as_call:
+        return plain_path(as_call.group(1), as_call.group(2)[1:].split("."), as_call.group(3))
+    cast_tail = CAST_TAIL.match(branch)
+    if cast_tail:
+        root, path, cast, tail = cast_tail.groups()
+        return plain_path(root, path[1:].split("."), cast, tail[1:].split("."))
     typed_ref = WHERE_RESOLVE.match(branch)
     if typed_ref:
         return _references_to(
@@ -213,45 +225,56 @@ def _element_type(type_path: str, name: str) -> tuple[str, str] | None:
     return None
 
 
-def plain_path(root: str, segments: list[str], cast: str | None = None) -> Evaluator:
-    """A dotted element path (with an optional trailing ``as Type``) over the JSON."""
+def plain_path(
+    root: str, segments: list[str], cast: str | None = None, tail: list[str] | None = None
+) -> Evaluator:
+    """A dotted element path, an optional ``as Type`` on its last step, and an optional
+    path after the cast: ``(Observation.value as CodeableConcept).text``."""
 
     def evaluate(resource: dict[str, Any]) -> list[TypedValue]:
         if resource.get("resourceType") != root:
             return []
-        nodes: list[tuple[str, Any]] = [(root, resource)]
-        last = len(segments) - 1
-        for index, name in enumerate(segments):
-            nxt: list[tuple[str, Any]] = []
-            for type_path, value in nodes:
-                if not isinstance(value, dict):
-                    continue
-                found = _element_type(type_path, name)
-                if found is None:
-                    continue
-                key, type_name = found
-                choices = _CHOICES.get(key)
-                if choices:
-                    wanted = [cast] if cast and index == last else choices
-                    for choice in wanted:
-                        suffix = choice[0].upper() + choice[1:]
-                        if suffix not in choices:
-                            continue
-                        _push(nxt, value.get(name + suffix), _choice_type(suffix))
-                    continue
-                if type_name in ("BackboneElement", "Element") or type_name == "":
-                    next_type = key
-                else:
-                    next_type = _SYSTEM_TYPES.get(type_name, type_name)
-                _push(nxt, value.get(name), next_type)
-            nodes = nxt
-            if not nodes:
-                return []
+        nodes = _walk([(root, resource)], segments, cast)
         if cast and not _CHOICES.get(f"{root}.{'.'.join(segments)}"):
             nodes = [(t, v) for t, v in nodes if t == cast]
+        if tail:
+            nodes = _walk(nodes, tail, None)
         return [(t if "." not in t else "BackboneElement", v) for t, v in nodes]
 
     return evaluate
+
+
+def _walk(
+    nodes: list[tuple[str, Any]], segments: list[str], cast: str | None
+) -> list[tuple[str, Any]]:
+    last = len(segments) - 1
+    for index, name in enumerate(segments):
+        nxt: list[tuple[str, Any]] = []
+        for type_path, value in nodes:
+            if not isinstance(value, dict):
+                continue
+            found = _element_type(type_path, name)
+            if found is None:
+                continue
+            key, type_name = found
+            choices = _CHOICES.get(key)
+            if choices:
+                wanted = [cast] if cast and index == last else choices
+                for choice in wanted:
+                    suffix = choice[0].upper() + choice[1:]
+                    if suffix not in choices:
+                        continue
+                    _push(nxt, value.get(name + suffix), _choice_type(suffix))
+                continue
+            if type_name in ("BackboneElement", "Element") or type_name == "":
+                next_type = key
+            else:
+                next_type = _SYSTEM_TYPES.get(type_name, type_name)
+            _push(nxt, value.get(name), next_type)
+        nodes = nxt
+        if not nodes:
+            return []
+    return nodes
 
 
 def _choice_type(suffix: str) -> str:
