@@ -24,7 +24,7 @@ issue, e.g. ``MSG_NO_EXIST``), a short ``diagnostics`` text and optional FHIRPat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -144,13 +144,3 @@ class Unsupported(FhirError):
     status = 501
     issue_code = "not-supported"
     default_details = "MSG_OP_NOT_ALLOWED"
-
-
-@dataclass
-class Warnings:
-    """Non-fatal issues collected while serving a request (e.g. ignored search parameters)."""
-
-    issues: list[Issue] = field(default_factory=list)
-
-    def add(self, code: str, diagnostics: str, expression: Sequence[str] = ()) -> None:
-        self.issues.append(Issue("warning", code, diagnostics, tuple(expression)))

@@ -41,7 +41,6 @@ RESULT_PARAMS = frozenset(
 NOT_YET_SUPPORTED = frozenset({"_contained", "_containedType", "_since", "_at"})
 SORTABLE_TYPES = frozenset({"token", "string", "date", "number", "quantity", "reference", "uri"})
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-SUPPORTED_PREFIXES = {"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"}
 SUPPORTED_MODIFIERS: dict[str, frozenset[str]] = {
     "token": frozenset({"missing", "not", "text", "in", "not-in", "above", "below"}),
     "string": frozenset({"missing", "exact", "contains"}),

@@ -23,10 +23,23 @@ MAX_DEPTH = 10
 
 def resolve(svc: Services, uow: UnitOfWork, query: SearchQuery) -> SearchQuery:
     """``query`` with every terminology clause (also inside chains) turned into code sets."""
+    if not _needs_terminology(query.clauses) and not query.union:
+        return query  # the common case: no copy on the search path
     if query.union:
         return dataclasses.replace(query, union=[resolve(svc, uow, q) for q in query.union])
     clauses = [_clause(svc, uow, c) for c in query.clauses]
     return dataclasses.replace(query, clauses=clauses)
+
+
+def _needs_terminology(clauses: list[Clause]) -> bool:
+    for clause in clauses:
+        if clause.modifier in MODIFIERS:
+            return True
+        if clause.chain and _needs_terminology([c for _, c in clause.chain.targets]):
+            return True
+        if clause.has and _needs_terminology([clause.has.inner]):
+            return True
+    return False
 
 
 def _clause(svc: Services, uow: UnitOfWork, clause: Clause) -> Clause:
@@ -57,20 +70,21 @@ def _clause(svc: Services, uow: UnitOfWork, clause: Clause) -> Clause:
     return dataclasses.replace(clause, values=tuple(values))
 
 
-def _find(svc: Services, uow: UnitOfWork, rtype: str, url: str) -> dict[str, Any] | None:
+def _find(svc: Services, uow: UnitOfWork, rtype: str, url: str, name: str) -> dict[str, Any]:
+    """The stored ``rtype`` with canonical ``url``, or a 400 naming the parameter."""
     query = parse_query(svc.registry, rtype, [("url", url.split("|")[0])])
     page = uow.search(query, None)
-    return page.items[0].json() if page.items else None
-
-
-def _code_system(svc: Services, uow: UnitOfWork, url: str, name: str) -> list[dict[str, Any]]:
-    cs = _find(svc, uow, "CodeSystem", url)
-    if cs is None:
+    if not page.items:
         raise Invalid(
-            f"{name}: the CodeSystem {url} is not stored in this server.",
+            f"{name}: the {rtype} {url} is not stored in this server.",
             expression=[name],
             details_code="MSG_PARAM_INVALID",
         )
+    return page.items[0].json()
+
+
+def _code_system(svc: Services, uow: UnitOfWork, url: str, name: str) -> list[dict[str, Any]]:
+    cs = _find(svc, uow, "CodeSystem", url, name)
     concepts: list[dict[str, Any]] = cs.get("concept") or []
     return concepts
 
@@ -104,13 +118,7 @@ def expand(
     """The (system, code) pairs of the stored ValueSet ``url``."""
     if depth > MAX_DEPTH:
         raise Invalid(f"{name}: value sets import each other too deeply.", expression=[name])
-    vs = _find(svc, uow, "ValueSet", url)
-    if vs is None:
-        raise Invalid(
-            f"{name}: the ValueSet {url} is not stored in this server.",
-            expression=[name],
-            details_code="MSG_PARAM_INVALID",
-        )
+    vs = _find(svc, uow, "ValueSet", url, name)
     compose = vs.get("compose") or {}
     included: set[tuple[str, str]] = set()
     for inc in compose.get("include") or []:

@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     FromClause,
-    Select,
     and_,
     exists,
     false,
@@ -68,10 +67,6 @@ def _in_compartment(
     if rtype == ctype:
         return or_(resource.c.res_id == cid, linked)
     return linked
-
-
-def select_ids(query: SearchQuery) -> Select[Any]:
-    return select(resource.c.rid).where(*where_clauses(query))
 
 
 def _clause(rtype: str, clause: Clause, res: FromClause) -> ColumnElement[bool]:
