@@ -31,6 +31,12 @@ from kyphofhir.search.registry import SearchParam, SearchRegistry, split_union
 Row = dict[str, Any]
 IndexRows = dict[str, list[Row]]
 
+# A converter marks a row with ``DERIVED: modifier`` when it belongs to the token index
+# under ``param:modifier`` rather than to the parameter itself: ``identifier:of-type``
+# (Identifier.type with the value) and ``subject:identifier`` (Reference.identifier).
+# Keeping them apart means a plain ``identifier=`` search never sees them.
+DERIVED = "_derived"
+
 # Longest values kept in the index columns (docs/storage.md); longer values are cut, so a
 # search for them matches on the kept prefix.
 STRING_MAX = 200
@@ -118,8 +124,13 @@ class Extractor:
                     if key in seen:
                         continue
                     seen.add(key)
-                    row["param"] = param.code
-                    rows.setdefault(param.type, []).append(row)
+                    derived = row.pop(DERIVED, None)
+                    if derived is None:
+                        row["param"] = param.code
+                        rows.setdefault(param.type, []).append(row)
+                    else:  # a token row for ``param:modifier`` (see DERIVED)
+                        row["param"] = f"{param.code}:{derived}"
+                        rows.setdefault("token", []).append(row)
         return rows
 
 
@@ -138,6 +149,7 @@ def _tokens(typed: TypedValue) -> Iterator[Row]:
         elif kind == "Identifier":
             if value.get("value") is not None:
                 yield _token(value.get("system"), value["value"], _type_text(value))
+                yield from _of_type_rows(value)
         elif kind == "ContactPoint":
             if value.get("value") is not None:
                 yield _token(value.get("system"), value["value"], None)
@@ -149,6 +161,24 @@ def _tokens(typed: TypedValue) -> Iterator[Row]:
         yield _token(None, "true" if value else "false", None)
     elif value is not None:
         yield _token(None, str(value), None)
+
+
+def _of_type_rows(identifier: dict[str, Any]) -> Iterator[Row]:
+    """``identifier:of-type=system|code|value`` rows: the type coding with the value."""
+    kind = identifier.get("type")
+    if not isinstance(kind, dict):
+        return
+    for coding in kind.get("coding") or []:
+        if isinstance(coding, dict) and coding.get("code") is not None:
+            code = of_type_code(coding["code"], identifier["value"])
+            row = _token(coding.get("system"), code, None)
+            row[DERIVED] = "of-type"
+            yield row
+
+
+def of_type_code(type_code: Any, value: Any) -> str:
+    """The ``code`` column of an ``:of-type`` row: the type code and the identifier value."""
+    return f"{type_code}|{value}"[:STRING_MAX]
 
 
 def _type_text(identifier: dict[str, Any]) -> str | None:
@@ -273,6 +303,11 @@ def _references(typed: TypedValue) -> Iterator[Row]:
         ref = value.get("reference")
         if isinstance(ref, str):
             yield _reference_row(ref)
+        identifier = value.get("identifier")
+        if isinstance(identifier, dict) and identifier.get("value") is not None:
+            row = _token(identifier.get("system"), identifier["value"], None)
+            row[DERIVED] = "identifier"
+            yield row
     elif isinstance(value, str):  # canonical / uri used as reference
         yield _reference_row(value)
 
@@ -351,9 +386,14 @@ class _Composite:
 
     def rows(self, typed: TypedValue) -> Iterator[Row]:
         _, item = typed
-        firsts = [r for tv in self.first(item) for r in _tokens(tv) if r["code"] is not None]
+        firsts = [
+            r
+            for tv in self.first(item)
+            for r in _tokens(tv)
+            if r["code"] is not None and DERIVED not in r
+        ]
         convert = _CONVERTERS[self.second_type]
-        seconds = [r for tv in self.second(item) for r in convert(tv)]
+        seconds = [r for tv in self.second(item) for r in convert(tv) if DERIVED not in r]
         for a in firsts:
             for b in seconds:
                 row = {"system1": a["system"], "code1": a["code"], **_COMPOSITE_EMPTY}

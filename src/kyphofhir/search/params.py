@@ -14,7 +14,7 @@ from typing import Any
 from kyphofhir.errors import Invalid
 from kyphofhir.fhir.datetimes import parse_search_range
 from kyphofhir.fhir.references import parse_reference
-from kyphofhir.search.extract import precision_range
+from kyphofhir.search.extract import of_type_code, precision_range
 from kyphofhir.search.registry import SearchParam, SearchRegistry
 
 # Result parameters handled by the interaction layer, not by filtering.
@@ -42,9 +42,9 @@ NOT_YET_SUPPORTED = frozenset({"_contained", "_containedType", "_since", "_at"})
 SORTABLE_TYPES = frozenset({"token", "string", "date", "number", "quantity", "reference", "uri"})
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 SUPPORTED_MODIFIERS: dict[str, frozenset[str]] = {
-    "token": frozenset({"missing", "not", "text", "in", "not-in", "above", "below"}),
+    "token": frozenset({"missing", "not", "text", "in", "not-in", "above", "below", "of-type"}),
     "string": frozenset({"missing", "exact", "contains"}),
-    "reference": frozenset({"missing"}),
+    "reference": frozenset({"missing", "identifier"}),
     "date": frozenset({"missing"}),
     "number": frozenset({"missing"}),
     "quantity": frozenset({"missing"}),
@@ -393,8 +393,25 @@ def _value_clause(param: SearchParam, name: str, mod: str | None, raw: str) -> C
         if raw not in ("true", "false"):
             raise Invalid(f"{name} must be true or false.", expression=[name])
         return Clause(param, mod, (raw == "true",))
+    if mod == "of-type":
+        return Clause(param, mod, tuple(_of_type_value(name, v) for v in split_values(raw)))
+    if mod == "identifier":  # Reference.identifier, matched like a token
+        kind = "token"
     values = tuple(_parse_value(kind, name, value, mod) for value in split_values(raw))
     return Clause(param, mod, values)
+
+
+def _of_type_value(name: str, raw: str) -> TokenValue:
+    """``identifier:of-type=system|code|value``: Identifier.type coding and value."""
+    parts = split_pipe_all(raw)
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise Invalid(
+            f"{name} takes [system]|[code]|[value] (the identifier type and the value), "
+            f"got {raw!r}.",
+            expression=[name],
+        )
+    system, code, value = (unescape(p) for p in parts)
+    return TokenValue(system, of_type_code(code, value))
 
 
 def parse_count(raw: str, max_count: int) -> int:

@@ -37,6 +37,9 @@ from kyphofhir.search.params import (
 )
 from kyphofhir.store.sql.schema import INDEX_TABLES, resource
 
+# Modifiers matched against token rows the extractor derives under ``param:modifier``.
+DERIVED_MODIFIERS = frozenset({"of-type", "identifier"})
+
 
 def where_clauses(query: SearchQuery) -> list[ColumnElement[bool]]:
     if query.union:
@@ -88,6 +91,15 @@ def _clause(rtype: str, clause: Clause, res: FromClause) -> ColumnElement[bool]:
     if code == "_lastUpdated":
         col = res.c.last_updated
         return or_(*[_range(col, col, v) for v in clause.values])
+    if clause.modifier in DERIVED_MODIFIERS:
+        # ``identifier:of-type`` / ``subject:identifier``: token rows under ``param:modifier``
+        table = INDEX_TABLES["token"].alias()
+        base = [
+            table.c.rid == res.c.rid,
+            table.c.param == f"{code}:{clause.modifier}",
+            table.c.res_type == rtype,
+        ]
+        return exists().where(*base, or_(*[_token(table, v) for v in clause.values]))
     table = INDEX_TABLES[clause.param.type].alias()
     base = [table.c.rid == res.c.rid, table.c.param == code, table.c.res_type == rtype]
     if clause.modifier == "missing":
