@@ -78,6 +78,18 @@ class Settings:
         "silently cut page).",
         "5000",
     )
+    search_snapshot_rows: int = _setting(
+        10000,
+        "A search with more than one page keeps the ordered ids of its first this many "
+        "matches as a snapshot, so paging sees exactly the resources that matched when "
+        "it started; later pages continue by keyset. 0 turns snapshots off.",
+        "50000",
+    )
+    search_snapshot_ttl: int = _setting(
+        3600,
+        "Seconds a search snapshot (and so its page links) lives; an expired link gets 410.",
+        "600",
+    )
     max_bundle_entries: int = _setting(
         10000, "Largest transaction/batch Bundle accepted (entries); larger gets 413.", "5000"
     )

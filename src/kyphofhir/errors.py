@@ -10,6 +10,7 @@
      ├── NotAcceptable             (406 not-supported)  Accept/_format we cannot produce
      ├── Conflict                  (409 conflict)       e.g. id clash, concurrent write lost
      ├── Gone                      (410 deleted)
+     │    └── PageExpired          (410 not-found)      a search's page link outlived it
      ├── PreconditionFailed        (412 conflict)       If-Match, conditional multiple matches
      ├── PayloadTooLarge           (413 too-costly)
      ├── UnsupportedMediaType      (415 not-supported)
@@ -114,6 +115,13 @@ class Gone(FhirError):
     status = 410
     issue_code = "deleted"
     default_details = "MSG_DELETED_ID"
+
+
+class PageExpired(Gone):
+    """A ``_page`` link whose search snapshot has expired: start the search again."""
+
+    issue_code = "not-found"
+    default_details = "MSG_PARAM_INVALID"
 
 
 class PreconditionFailed(FhirError):

@@ -31,6 +31,10 @@ def backend() -> str:
         [("date", "ge2024-01-01"), ("date", "lt2024-02-01")],
         [("subject:Patient.identifier", "urn:kyphofhir:test:mrn|m1")],
         [("code-value-quantity", "38214-3$gt50")],
+        # UCUM canonical units (migration 0003)
+        [("value-quantity", "ge1|http://unitsofmeasure.org|cm")],
+        [("value-quantity", "72|http://unitsofmeasure.org|mm")],
+        [("code-value-quantity", "38214-3$ge5|http://unitsofmeasure.org|cm")],
     ],
 )
 def test_common_searches_use_indexes(db_url: str, params) -> None:

@@ -38,7 +38,8 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], deadline_s: float = 30)
         try:
             if requests.get(url, timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # gunicorn accepts on its socket before a worker has booted
             time.sleep(0.05)
     raise AssertionError("server did not become ready")
 

@@ -242,6 +242,10 @@ def test_metadata_lists_what_works(api) -> None:
     params = {p["name"] for p in patient_res["searchParam"]}
     assert {"identifier", "name", "birthdate", "_id", "_lastUpdated"} <= params
     assert "_text" not in params  # not implemented, so not claimed
+    for name in ("_text", "_content", "_list", "_contained"):  # and said so
+        assert f"`{name}`" in rest["documentation"]
+        strict = api.get("/Patient", params={name: "x"}, headers={"Prefer": "handling=strict"})
+        assert strict.status_code == 400
     assert {i["code"] for i in rest["interaction"]} == {
         "transaction",
         "batch",

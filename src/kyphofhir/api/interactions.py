@@ -72,14 +72,14 @@ def _search_items() -> list[tuple[str, str]]:
 
 
 def _page_links(
-    path: str, items: list[tuple[str, str]], next_cursor: str | None
+    path: str, items: list[tuple[str, str]], next_page: str | None
 ) -> list[tuple[str, str]]:
+    """``self`` and, with the ``_page`` token of the next page, ``next``."""
     keep = [(k, v) for k, v in items if k != "_page"]
     self_query = urlencode(items)
     links = [("self", f"{path}?{self_query}" if self_query else path)]
-    if next_cursor is not None:
-        token = search_service.encode_cursor(next_cursor)
-        links.append(("next", f"{path}?{urlencode([*keep, ('_page', token)])}"))
+    if next_page is not None:
+        links.append(("next", f"{path}?{urlencode([*keep, ('_page', next_page)])}"))
     return links
 
 
@@ -112,7 +112,7 @@ def search_response(rtype: str | None, compartment: tuple[str, str] | None = Non
             "/".join([base, *(compartment or ()), *([rtype] if rtype else [])])
             + ("/$everything" if compartment and not rtype else ""),
             items,
-            result.page.next_cursor,
+            result.next_page,
         ),
         outcome=outcome,
         included=result.included,
@@ -141,7 +141,14 @@ def history_response(rtype: str | None, rid: str | None) -> Response:
     items = [(k, v) for k, v in args.items(multi=True) if k not in ("_format",)]
     return fhir_response(
         bundles.history(
-            base, page.items, total=page.total, links=_page_links(path, items, page.next_cursor)
+            base,
+            page.items,
+            total=page.total,
+            links=_page_links(
+                path,
+                items,
+                search_service.encode_cursor(page.next_cursor) if page.next_cursor else None,
+            ),
         )
     )
 

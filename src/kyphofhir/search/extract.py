@@ -8,7 +8,7 @@ token      system, code, text (Coding, CodeableConcept, Identifier, code, ...)
 string     value_norm (accent- and case-folded), value_exact
 date       lo, hi: inclusive microsecond range (precision, Period, Timing)
 number     value, lo, hi (implicit precision range)
-quantity   value, lo, hi, system, code, unit
+quantity   value, lo, hi, system, code, unit; canon_code, canon_value/lo/hi (UCUM)
 reference  target_type, target_id, url (relative, absolute or canonical)
 uri        value
 ========== =================================================================
@@ -27,6 +27,7 @@ from kyphofhir.fhir.datetimes import MAX_US, MIN_US, parse_range
 from kyphofhir.fhir.references import parse_reference
 from kyphofhir.search.fhirpath import Evaluator, TypedValue, compile_expression
 from kyphofhir.search.registry import SearchParam, SearchRegistry, split_union
+from kyphofhir.search.ucum import ucum_conversion, warm_ucum
 
 Row = dict[str, Any]
 IndexRows = dict[str, list[Row]]
@@ -104,6 +105,7 @@ class Extractor:
 
     def warm(self) -> None:
         """Compile everything now (at start-up rather than on the first write)."""
+        warm_ucum()
         for rtype in self.registry.by_type:
             for param, _ in self._for_type(rtype):
                 if param.type == "composite":
@@ -257,7 +259,7 @@ def _period(value: dict[str, Any]) -> Iterator[Row]:
     yield {"lo": lo, "hi": hi}
 
 
-def precision_range(value: Any) -> tuple[float, float, float] | None:
+def decimal_range(value: Any) -> tuple[Decimal, Decimal, Decimal] | None:
     """(value, lo, hi): the implicit range of a decimal given its significant digits."""
     try:
         dec = Decimal(str(value))
@@ -267,7 +269,15 @@ def precision_range(value: Any) -> tuple[float, float, float] | None:
         return None
     exponent = dec.as_tuple().exponent
     half = Decimal(5) * Decimal(10) ** (int(exponent) - 1) if isinstance(exponent, int) else 0
-    return float(dec), float(dec - half), float(dec + half)
+    return dec, dec - half, dec + half
+
+
+def precision_range(value: Any) -> tuple[float, float, float] | None:
+    """:func:`decimal_range` as floats."""
+    rng = decimal_range(value)
+    if rng is None:
+        return None
+    return float(rng[0]), float(rng[1]), float(rng[2])
 
 
 def _numbers(typed: TypedValue) -> Iterator[Row]:
@@ -282,18 +292,25 @@ def _quantities(typed: TypedValue) -> Iterator[Row]:
     _, value = typed
     if not isinstance(value, dict) or value.get("value") is None:
         return
-    rng = precision_range(value["value"])
+    rng = decimal_range(value["value"])
     if rng is None:
         return
     code = value.get("code") or value.get("currency")
     unit = value.get("unit")
+    system = value.get("system")
+    # UCUM canonical form (search/ucum.py): a cached dict lookup per distinct code
+    canon = ucum_conversion(system, code) if isinstance(code, str) else None
     yield {
-        "value": rng[0],
-        "lo": rng[1],
-        "hi": rng[2],
-        "system": str(value.get("system") or "")[:SYSTEM_MAX],
+        "value": float(rng[0]),
+        "lo": float(rng[1]),
+        "hi": float(rng[2]),
+        "system": str(system or "")[:SYSTEM_MAX],
         "code": str(code)[:CODE_MAX] if code is not None else None,
         "unit": str(unit)[:CODE_MAX] if unit is not None else None,
+        "canon_code": canon.unit if canon else None,
+        "canon_value": canon.apply(rng[0]) if canon else None,
+        "canon_lo": canon.apply(rng[1]) if canon else None,
+        "canon_hi": canon.apply(rng[2]) if canon else None,
     }
 
 
@@ -345,6 +362,10 @@ _COMPOSITE_EMPTY: Row = {
     "hi2": None,
     "date_lo2": None,
     "date_hi2": None,
+    "canon_code2": None,
+    "canon_value2": None,
+    "canon_lo2": None,
+    "canon_hi2": None,
 }
 
 
@@ -406,6 +427,10 @@ class _Composite:
                         hi2=b["hi"],
                         system2=b["system"],
                         code2=b["code"],
+                        canon_code2=b["canon_code"],
+                        canon_value2=b["canon_value"],
+                        canon_lo2=b["canon_lo"],
+                        canon_hi2=b["canon_hi"],
                     )
                 elif self.second_type == "date":
                     row.update(date_lo2=b["lo"], date_hi2=b["hi"])

@@ -14,8 +14,9 @@ from typing import Any
 from kyphofhir.errors import Invalid
 from kyphofhir.fhir.datetimes import parse_search_range
 from kyphofhir.fhir.references import parse_reference
-from kyphofhir.search.extract import of_type_code, precision_range
+from kyphofhir.search.extract import decimal_range, of_type_code, precision_range
 from kyphofhir.search.registry import SearchParam, SearchRegistry
+from kyphofhir.search.ucum import ucum_conversion
 
 # Result parameters handled by the interaction layer, not by filtering.
 RESULT_PARAMS = frozenset(
@@ -82,6 +83,19 @@ class NumberValue:
 
 
 @dataclass(frozen=True)
+class CanonicalQuantity:
+    """A UCUM quantity search value in canonical units (``search/ucum.py``): the value, its
+    precision range and the ``ap`` range (±10 % of the value), each converted."""
+
+    code: str
+    value: float
+    lo: float
+    hi: float
+    ap_lo: float
+    ap_hi: float
+
+
+@dataclass(frozen=True)
 class QuantityValue:
     prefix: str
     value: float
@@ -89,6 +103,7 @@ class QuantityValue:
     hi: float
     system: str | None
     code: str | None
+    canonical: CanonicalQuantity | None = None  # set for convertible UCUM units only
 
 
 @dataclass(frozen=True)
@@ -551,7 +566,8 @@ def _parse_value(kind: str, name: str, raw: str, modifier: str | None) -> Any:
             return NumberValue(prefix, *number)
         q_system = unescape(parts[1]) if len(parts) > 1 and parts[1] else None
         q_code = unescape(parts[2]) if len(parts) > 2 and parts[2] else None
-        return QuantityValue(prefix, *number, q_system, q_code)
+        canonical = _canonical_quantity(unescape(parts[0]), q_system, q_code)
+        return QuantityValue(prefix, *number, q_system, q_code, canonical)
     if kind == "reference":
         text = unescape(raw)
         parsed = parse_reference(text)
@@ -586,6 +602,27 @@ def split_pipe_all(value: str) -> list[str]:
             return parts
         parts.append(pipe[0])
         rest = pipe[1]
+
+
+def _canonical_quantity(
+    number: str, system: str | None, code: str | None
+) -> CanonicalQuantity | None:
+    """Only a search value with the UCUM system and a convertible code is converted: without
+    a system (``5.4||mg``) the code is matched as text against ``code`` or ``unit``."""
+    conversion = ucum_conversion(system, code)
+    rng = decimal_range(number) if conversion is not None else None
+    if conversion is None or rng is None:
+        return None
+    value, lo, hi = rng
+    margin = abs(value) / 10
+    return CanonicalQuantity(
+        conversion.unit,
+        conversion.apply(value),
+        conversion.apply(lo),
+        conversion.apply(hi),
+        conversion.apply(value - margin),
+        conversion.apply(value + margin),
+    )
 
 
 def _number(text: str, name: str) -> tuple[float, float, float]:

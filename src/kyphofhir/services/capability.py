@@ -26,6 +26,14 @@ TYPE_INTERACTIONS = (
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system", "search-system")
 EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 FORMATS = ("application/fhir+json", "application/json", "json")
+# Said in ``rest.documentation``: R4 has no element for "this parameter is not supported".
+NOT_SUPPORTED = (
+    "Search parameters not supported on any type (ignored with a warning entry, or 400 "
+    "under `Prefer: handling=strict`): `_text` and `_content` (no full-text index), "
+    "`_query`, `_filter`, `_list`, `_contained`, `_containedType`. No served type defines "
+    "a `special` parameter. Quantity search converts UCUM units to canonical form; "
+    "page links of multi-page searches come from a result snapshot that expires (410)."
+)
 
 
 def _includes(registry: SearchRegistry, rtype: str) -> list[str]:
@@ -87,6 +95,7 @@ def capability_statement(registry: SearchRegistry, base_url: str) -> dict[str, A
         "rest": [
             {
                 "mode": "server",
+                "documentation": NOT_SUPPORTED,
                 "resource": resources,
                 "interaction": [{"code": c} for c in SYSTEM_INTERACTIONS],
             }

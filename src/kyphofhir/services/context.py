@@ -33,6 +33,12 @@ class ServiceUnavailable(FhirError):
 
 
 @dataclass
+class NeedsWriteUnit(Exception):
+    """Read work found it has to write (a search keeping a snapshot of its result):
+    :meth:`Services.run` runs it again in a write unit."""
+
+
+@dataclass
 class Services:
     """The service layer's dependencies, built once per application."""
 
@@ -48,10 +54,15 @@ class Services:
         ``work`` raises :class:`PreconditionFailed` itself when the client asked for a
         version (If-Match); a race the client did not guard against is retried.
         """
+        last: Exception | None = None
         for attempt in range(RETRIES):
             try:
                 with self.store.unit(write=write) as uow:
                     return work(uow)
+            except NeedsWriteUnit:
+                if write:
+                    raise
+                write = True
             except (VersionConflict, DuplicateResource) as exc:
                 log.info("write race lost (attempt %d): %s", attempt + 1, exc)
                 last = exc

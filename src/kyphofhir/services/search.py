@@ -1,8 +1,12 @@
-"""Search and history interactions: parsing, paging cursors, totals, warnings.
+"""Search and history interactions: parsing, paging, snapshots, totals, warnings.
 
-Paging uses keyset cursors (the store's row order), never ``OFFSET``, so a page link
-keeps working while other clients write. A cursor is opaque to clients: a URL-safe
-base64 token carried in ``_page``.
+A search with more than one page keeps a snapshot: the ordered ids of its first
+``search_snapshot_rows`` matches when it started (one write of the store), so its page
+links return exactly those resources, once each, however other clients write meanwhile;
+after the snapshot (a larger result) and for history, paging continues by keyset cursor
+(the store's row order), never ``OFFSET``. Page links are opaque URL-safe base64 tokens
+in ``_page``: ``k1:<keyset cursor>`` or ``s1:<snapshot id>:<position>``. A snapshot that
+has expired answers ``410``.
 """
 
 from __future__ import annotations
@@ -10,37 +14,50 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 
-from kyphofhir.errors import Invalid, Issue, NotFound
-from kyphofhir.fhir.datetimes import parse_range, us_to_instant
+from kyphofhir.errors import Invalid, Issue, NotFound, PageExpired
+from kyphofhir.fhir.datetimes import instant_to_us, parse_range, us_to_instant
 from kyphofhir.fhir.models import SERVED_TYPES
 from kyphofhir.fhir.summary import subset
 from kyphofhir.search.params import SearchQuery, parse_count, parse_query
 from kyphofhir.services import terminology
-from kyphofhir.services.context import Services
+from kyphofhir.services.context import NeedsWriteUnit, Services
 from kyphofhir.services.crud import check_id, check_type
-from kyphofhir.store.base import InvalidCursor, Page, StoredResource, UnitOfWork
+from kyphofhir.store.base import InvalidCursor, Page, Snapshot, StoredResource, UnitOfWork
 
 
-def encode_cursor(cursor: str) -> str:
-    return base64.urlsafe_b64encode(f"k1:{cursor}".encode()).decode().rstrip("=")
+def encode_cursor(cursor: str, scheme: str = "k1") -> str:
+    """The ``_page`` token of a keyset cursor (``k1``) or snapshot position (``s1``)."""
+    return base64.urlsafe_b64encode(f"{scheme}:{cursor}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(token: str | None) -> str | None:
+def _decode(token: str | None) -> tuple[str, str] | None:
     if not token:
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise _bad_page() from None
-    if not raw.startswith("k1:"):
+    scheme, sep, rest = raw.partition(":")
+    if not sep or scheme not in ("k1", "s1"):
         raise _bad_page()
-    return raw[3:]
+    return scheme, rest
+
+
+def decode_cursor(token: str | None) -> str | None:
+    """The keyset cursor of a ``k1`` token (history pages only have those)."""
+    decoded = _decode(token)
+    if decoded is None:
+        return None
+    if decoded[0] != "k1":
+        raise _bad_page()
+    return decoded[1]
 
 
 def _bad_page() -> Invalid:
@@ -58,6 +75,7 @@ class SearchResult:
     total: int | None
     warnings: list[Issue]
     included: list[StoredResource] = field(default_factory=list)
+    next_page: str | None = None  # the ``_page`` token of the next page
 
 
 def search(
@@ -67,10 +85,13 @@ def search(
     items: list[tuple[str, str]],
     *,
     strict: bool = False,
+    snapshot: bool = True,
 ) -> SearchResult:
+    """A type-level search; ``snapshot=False`` where no page link is handed out (a
+    search inside a transaction answers its first page only)."""
     check_type(rtype)
     query = _parse(svc, rtype, items)
-    return _run(svc, uow, query, rtype, items, strict)
+    return _run(svc, uow, query, rtype, items, strict, snapshot)
 
 
 def _parse(svc: Services, rtype: str, items: list[tuple[str, str]]) -> SearchQuery:
@@ -91,6 +112,7 @@ def _run(
     rtype: str,
     items: list[tuple[str, str]],
     strict: bool,
+    snapshot: bool = True,
 ) -> SearchResult:
     page_token = next((v for k, v in items if k == "_page"), None)
     warnings: list[Issue] = []
@@ -112,22 +134,94 @@ def _run(
                     "MSG_PARAM_UNKNOWN",
                 )
             )
-    cursor = decode_cursor(page_token)
+    token = _decode(page_token)
     query = terminology.resolve(svc, uow, query)
     if query.summary_count:
         return SearchResult(query, Page([], None, None), uow.count(query), warnings)
-    try:
-        page = uow.search(query, cursor)
-    except InvalidCursor:
-        raise _bad_page() from None
-    total: int | None = None
-    if query.total != "none":
-        total = page.total if page.total is not None else uow.count(query)
+    if token is not None and token[0] == "s1":
+        page, next_page, total = _snapshot_page(svc, uow, query, rtype, items, token[1])
+    else:
+        try:
+            page = uow.search(query, token[1] if token else None)
+        except InvalidCursor:
+            raise _bad_page() from None
+        total = page.total
+        next_page = encode_cursor(page.next_cursor) if page.next_cursor else None
+        keep = snapshot and svc.settings.search_snapshot_rows > 0
+        if token is None and next_page is not None and keep:
+            page, next_page, total = _first_snapshot_page(svc, uow, query, rtype, items)
+    if query.total == "none":
+        total = None
+    elif total is None:
+        total = uow.count(query)
     included = _included(svc, uow, query, page.items) if query.includes else []
     if query.summary or query.elements:
         page = Page([_subset(r, query) for r in page.items], page.next_cursor, page.total)
         included = [_subset(r, query) for r in included]
-    return SearchResult(query, page, total, warnings, included)
+    return SearchResult(query, page, total, warnings, included, next_page)
+
+
+# Parameters that only shape a page, not which resources match or in what order: a page
+# link may change them and still continue the same snapshot.
+_PAGE_SHAPE = frozenset(
+    {"_page", "_count", "_total", "_summary", "_elements", "_include", "_revinclude"}
+)
+
+
+def _query_key(query: SearchQuery, rtype: str, items: list[tuple[str, str]]) -> str:
+    """What a snapshot belongs to: the type, compartment, criteria and sort."""
+    criteria = sorted((k, v) for k, v in items if k.partition(":")[0] not in _PAGE_SHAPE)
+    text = orjson.dumps([rtype, query.compartment and query.compartment[:2], criteria])
+    return hashlib.sha256(text).hexdigest()
+
+
+def _first_snapshot_page(
+    svc: Services, uow: UnitOfWork, query: SearchQuery, rtype: str, items: list[tuple[str, str]]
+) -> tuple[Page, str | None, int | None]:
+    """More than one page: keep the result as a snapshot and answer from it."""
+    if not uow.writable:
+        raise NeedsWriteUnit()
+    snap = uow.snapshot(
+        query,
+        _query_key(query, rtype, items),
+        svc.settings.search_snapshot_rows,
+        svc.settings.search_snapshot_ttl,
+    )
+    return _from_snapshot(uow, query, snap, 0)
+
+
+def _snapshot_page(
+    svc: Services,
+    uow: UnitOfWork,
+    query: SearchQuery,
+    rtype: str,
+    items: list[tuple[str, str]],
+    cursor: str,
+) -> tuple[Page, str | None, int | None]:
+    sid, _, pos = cursor.partition(":")
+    if not pos.isdigit():
+        raise _bad_page()
+    snap = uow.get_snapshot(sid)
+    if snap is None or snap.expires < instant_to_us(datetime.now(UTC)):
+        raise PageExpired(
+            "This page link has expired (search results are kept for "
+            f"{svc.settings.search_snapshot_ttl} s); run the search again.",
+            expression=["_page"],
+        )
+    if snap.query_key != _query_key(query, rtype, items):
+        raise _bad_page()
+    return _from_snapshot(uow, query, snap, int(pos))
+
+
+def _from_snapshot(
+    uow: UnitOfWork, query: SearchQuery, snap: Snapshot, after: int
+) -> tuple[Page, str | None, int | None]:
+    page = uow.snapshot_page(snap, after, query.count)
+    if page.next_cursor is not None:
+        next_page: str | None = encode_cursor(f"{snap.sid}:{page.next_cursor}", "s1")
+    else:  # the kept rows are done; a larger result goes on by keyset
+        next_page = encode_cursor(snap.tail) if snap.tail else None
+    return page, next_page, snap.total
 
 
 def system_search(

@@ -350,7 +350,7 @@ def _get(svc: Services, uow: UnitOfWork, entry: EntryRequest, base: str) -> None
         stored = crud.read(svc, uow, entry.rtype, entry.rid)
     else:
         items = parse_qsl(entry.query or "", keep_blank_values=True)
-        found = search(svc, uow, entry.rtype, items)
+        found = search(svc, uow, entry.rtype, items, snapshot=False)
         body = bundles.searchset(base, found.page.items, total=found.total, links=[])
         entry.result = bundles.response_entry("200 OK", resource=orjson.Fragment(body))
         return

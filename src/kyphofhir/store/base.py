@@ -49,8 +49,22 @@ class Page:
     total: int | None
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A search result frozen when its first page was asked for (see ``snapshot``)."""
+
+    sid: str
+    query_key: str
+    size: int  # rows kept
+    total: int | None  # all matches, when known (``size`` unless the result was cut)
+    tail: str | None  # keyset cursor continuing after the last kept row
+    expires: int  # microseconds since the epoch
+
+
 class UnitOfWork(Protocol):
     """Operations available inside one transaction."""
+
+    writable: bool
 
     def get(self, rtype: str, rid: str, *, for_update: bool = False) -> StoredResource | None:
         """The current version (possibly a deletion marker), or None if never created."""
@@ -74,6 +88,20 @@ class UnitOfWork(Protocol):
     def search(self, query: SearchQuery, cursor: str | None) -> Page: ...
 
     def count(self, query: SearchQuery) -> int: ...
+
+    def snapshot(
+        self, query: SearchQuery, query_key: str, limit: int, ttl_seconds: int
+    ) -> Snapshot:
+        """Keep the ordered ids of the first ``limit`` matches of ``query`` (write unit).
+
+        Expired snapshots are removed on the way.
+        """
+
+    def get_snapshot(self, sid: str) -> Snapshot | None: ...
+
+    def snapshot_page(self, snap: Snapshot, after: int, count: int) -> Page:
+        """Kept resources at positions after ``after``, current versions, deleted ones
+        left out; the next cursor is the last position returned."""
 
     def scan(self, rtype: str, cursor: str | None, limit: int) -> Page:
         """Live resources of ``rtype`` in storage order, a page at a time (reindexing)."""

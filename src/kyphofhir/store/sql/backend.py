@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
@@ -37,13 +39,21 @@ from kyphofhir.store.base import (
     DuplicateResource,
     InvalidCursor,
     Page,
+    Snapshot,
     StoredResource,
     StoreUnavailable,
     VersionConflict,
 )
 from kyphofhir.store.sql.engine import WRITE_OPTION, make_engine
 from kyphofhir.store.sql.query import sort_expressions, where_clauses
-from kyphofhir.store.sql.schema import INDEX_TABLES, resource, resource_version, spidx_reference
+from kyphofhir.store.sql.schema import (
+    INDEX_TABLES,
+    resource,
+    resource_version,
+    search_snapshot,
+    search_snapshot_row,
+    spidx_reference,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +83,7 @@ class SqlStore:
                 if write:
                     conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
-                    unit = SqlUnit(conn, self.dialect)
+                    unit = SqlUnit(conn, self.dialect, writable=write)
                     yield unit
                     unit.flush()
         except IntegrityError as exc:
@@ -163,6 +173,7 @@ def _stored(row: Any, method: str = "PUT") -> StoredResource:
 # Statements built once: building them per write (``.values(**kw)``) made SQLAlchemy
 # construct and cache-key a new statement every time (measured: ~20% of a create).
 # One multi-row INSERT ... RETURNING for a batch; rows come back in parameter order.
+_INSERT_SNAPSHOT_ROW = insert(search_snapshot_row)
 _INSERT_RESOURCES = insert(resource).returning(resource.c.rid, sort_by_parameter_order=True)
 _UPDATE_RESOURCE = (
     update(resource)
@@ -202,9 +213,10 @@ class SqlUnit:
     statements instead of seven per resource.
     """
 
-    def __init__(self, conn: Connection, dialect: str) -> None:
+    def __init__(self, conn: Connection, dialect: str, *, writable: bool) -> None:
         self.conn = conn
         self.dialect = dialect
+        self.writable = writable
         self._pending: list[tuple[StoredResource, IndexRows]] = []
 
     def flush(self) -> None:
@@ -273,10 +285,19 @@ class SqlUnit:
         client saw, whatever was written in between.
         """
         self.flush()
+        rows, next_cursor = self._ordered(query, cursor, query.count, _RESOURCE_COLS)
+        known_total = len(rows) if cursor is None and next_cursor is None else None
+        return Page([_stored(r) for r in rows], next_cursor, known_total)
+
+    def _ordered(
+        self, query: SearchQuery, cursor: str | None, limit: int, columns: Sequence[Any]
+    ) -> tuple[list[Any], str | None]:
+        """Up to ``limit`` rows of ``columns`` after ``cursor``, and the cursor of the last
+        row when there are more."""
         keys = sort_expressions(query)
         after = _parse_cursor(cursor, len(keys) + 1)
-        inner = select(
-            *_RESOURCE_COLS, *[expr.label(f"k{i}") for i, (expr, _) in enumerate(keys)]
+        inner = select(  # ``columns`` include rid
+            *columns, *[expr.label(f"k{i}") for i, (expr, _) in enumerate(keys)]
         ).where(*where_clauses(query))
         page = inner.subquery() if keys else None
         if page is None:
@@ -284,25 +305,108 @@ class SqlUnit:
             if after is not None:
                 stmt = stmt.where(resource.c.rid > after[-1])
         else:
-            columns = [page.c[f"k{i}"] for i in range(len(keys))]
+            sort_cols = [page.c[f"k{i}"] for i in range(len(keys))]
             order = [
                 (col.desc() if desc else col.asc()).nulls_last()
-                for col, (_, desc) in zip(columns, keys, strict=True)
+                for col, (_, desc) in zip(sort_cols, keys, strict=True)
             ]
             stmt = select(page).order_by(*order, page.c.rid)
             if after is not None:
-                stmt = stmt.where(_after(columns, [d for _, d in keys], page.c.rid, after))
-        rows = self.conn.execute(stmt.limit(query.count + 1)).all()
-        more = len(rows) > query.count
-        rows = rows[: query.count]
-        next_cursor = None
-        if more and rows:
-            last = rows[-1]
-            next_cursor = orjson.dumps(
-                [*(getattr(last, f"k{i}") for i in range(len(keys))), last.rid]
-            ).decode()
-        known_total = len(rows) if cursor is None and not more else None
-        return Page([_stored(r) for r in rows], next_cursor, known_total)
+                stmt = stmt.where(_after(sort_cols, [d for _, d in keys], page.c.rid, after))
+        rows = list(self.conn.execute(stmt.limit(limit + 1)).all())
+        if len(rows) <= limit:
+            return rows, None
+        last = rows[limit - 1]
+        cursor_out = orjson.dumps(
+            [*(getattr(last, f"k{i}") for i in range(len(keys))), last.rid]
+        ).decode()
+        return rows[:limit], cursor_out
+
+    def snapshot(
+        self, query: SearchQuery, query_key: str, limit: int, ttl_seconds: int
+    ) -> Snapshot:
+        """One ``INSERT ... SELECT`` numbers the first ``limit`` (+1, to know if there
+        are more) matches in sort order; no row goes through Python."""
+        self.flush()
+        now = instant_to_us(datetime.now(UTC))
+        self.conn.execute(delete(search_snapshot).where(search_snapshot.c.expires < now))
+        sid = secrets.token_hex(16)
+        expires = now + ttl_seconds * 1_000_000
+        self.conn.execute(
+            insert(search_snapshot),
+            {"sid": sid, "query_key": query_key, "size": 0, "created": now, "expires": expires},
+        )
+        keys = sort_expressions(query)
+        inner = select(
+            resource.c.rid, *[expr.label(f"k{i}") for i, (expr, _) in enumerate(keys)]
+        ).where(*where_clauses(query))
+        if keys:
+            page = inner.subquery()
+            sort_cols = [page.c[f"k{i}"] for i in range(len(keys))]
+            order = [
+                (col.desc() if desc else col.asc()).nulls_last()
+                for col, (_, desc) in zip(sort_cols, keys, strict=True)
+            ]
+            first = select(page).order_by(*order, page.c.rid).limit(limit + 1).subquery()
+            window = [
+                (first.c[f"k{i}"].desc() if desc else first.c[f"k{i}"].asc()).nulls_last()
+                for i, (_, desc) in enumerate(keys)
+            ]
+        else:
+            first = inner.order_by(resource.c.rid).limit(limit + 1).subquery()
+            window = []
+        numbered = select(
+            literal(sid), func.row_number().over(order_by=[*window, first.c.rid]), first.c.rid
+        )
+        row = search_snapshot_row
+        self.conn.execute(insert(row).from_select(["sid", "pos", "rid"], numbered))
+        # (rowcount of INSERT ... SELECT is -1 under psycopg; the primary key answers)
+        kept = self.conn.execute(
+            select(func.coalesce(func.max(row.c.pos), 0)).where(row.c.sid == sid)
+        ).scalar_one()
+        tail = None
+        if kept > limit:
+            self.conn.execute(delete(row).where(row.c.sid == sid, row.c.pos == limit + 1))
+            last = self.conn.execute(
+                select(row.c.rid).where(row.c.sid == sid, row.c.pos == limit)
+            ).scalar_one_or_none()
+            if last is not None:  # limit 0 keeps nothing and pages by keyset from the start
+                values = self.conn.execute(
+                    select(*[expr for expr, _ in keys], resource.c.rid).where(
+                        resource.c.rid == last
+                    )
+                ).one()
+                tail = orjson.dumps(list(values)).decode()
+            kept = limit
+        snap = Snapshot(sid, query_key, kept, kept if tail is None else None, tail, expires)
+        self.conn.execute(
+            update(search_snapshot)
+            .where(search_snapshot.c.sid == sid)
+            .values(size=snap.size, total=snap.total, tail=tail)
+        )
+        return snap
+
+    def get_snapshot(self, sid: str) -> Snapshot | None:
+        row = self.conn.execute(
+            select(search_snapshot).where(search_snapshot.c.sid == sid)
+        ).one_or_none()
+        if row is None:
+            return None
+        return Snapshot(row.sid, row.query_key, row.size, row.total, row.tail, row.expires)
+
+    def snapshot_page(self, snap: Snapshot, after: int, count: int) -> Page:
+        self.flush()
+        kept = search_snapshot_row
+        rows = self.conn.execute(
+            select(kept.c.pos, *_RESOURCE_COLS)
+            .join(resource, resource.c.rid == kept.c.rid)
+            .where(kept.c.sid == snap.sid, kept.c.pos > after)
+            .order_by(kept.c.pos)
+            .limit(count)
+        ).all()
+        last = rows[-1].pos if rows else snap.size
+        items = [_stored(r) for r in rows if not r.deleted]
+        return Page(items, str(last) if last < snap.size else None, snap.total)
 
     def referenced(
         self,

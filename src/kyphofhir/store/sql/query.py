@@ -21,6 +21,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.ext.compiler import compiles
 
 from kyphofhir.errors import Invalid
 from kyphofhir.search.extract import normalize_string
@@ -125,6 +126,33 @@ _SORT_COLUMNS = {
 }
 
 
+class RowLookup(ColumnElement[Any]):
+    """A column SQLite must not use an index for (rendered ``+col`` there).
+
+    A sort key is a correlated ``min``/``max`` over one resource's index rows. Without
+    statistics (``ANALYZE``), SQLite prefers the (res_type, param, value) index for a
+    ``max`` and so scans every row of the parameter for each resource: 15 s instead of
+    15 ms at 12,000 Observations. ``+`` leaves it only the ``rid`` index. Other
+    databases get the plain column.
+    """
+
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(RowLookup)
+def _row_lookup(element: RowLookup, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column, **kw))
+
+
+@compiles(RowLookup, "sqlite")
+def _row_lookup_sqlite(element: RowLookup, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.column, **kw))
+
+
 def sort_expressions(query: SearchQuery) -> list[tuple[ColumnElement[Any], bool]]:
     """(expression over ``resource``, descending) per ``_sort`` key."""
     out: list[tuple[ColumnElement[Any], bool]] = []
@@ -143,8 +171,8 @@ def sort_expressions(query: SearchQuery) -> list[tuple[ColumnElement[Any], bool]
                 select(aggregate)
                 .where(
                     table.c.rid == resource.c.rid,
-                    table.c.param == param.code,
-                    table.c.res_type == query.resource_type,
+                    RowLookup(table.c.param) == param.code,
+                    RowLookup(table.c.res_type) == query.resource_type,
                 )
                 .scalar_subquery(),
                 descending,
@@ -233,13 +261,14 @@ def _value(clause: Clause, table: FromClause, value: Any) -> ColumnElement[bool]
     if kind == "number" and isinstance(value, NumberValue):
         return _number(table, value)
     if kind == "quantity" and isinstance(value, QuantityValue):
-        cond = _number(table, value)
-        extra: list[ColumnElement[bool]] = []
-        if value.system is not None:
-            extra.append(table.c.system == value.system)
-        if value.code is not None:
-            extra.append(or_(table.c.code == value.code, table.c.unit == value.code))
-        return and_(cond, *extra)
+        return _quantity(
+            table.c.value,
+            table.c.system,
+            (table.c.code, table.c.unit),
+            table.c.canon_code,
+            table.c.canon_value,
+            value,
+        )
     if kind == "composite" and isinstance(value, CompositeValue):
         return _composite(table, value)
     if kind == "reference" and isinstance(value, ReferenceValue):
@@ -266,11 +295,16 @@ def _composite(table: FromClause, value: CompositeValue) -> ColumnElement[bool]:
         if second.system is not None:
             conditions.append(table.c.system2 == second.system)
     elif value.second_type == "quantity" and isinstance(second, QuantityValue):
-        conditions.append(_number_on(table.c.value2, second))
-        if second.system is not None:
-            conditions.append(table.c.system2 == second.system)
-        if second.code is not None:
-            conditions.append(table.c.code2 == second.code)
+        conditions.append(
+            _quantity(
+                table.c.value2,
+                table.c.system2,
+                (table.c.code2,),
+                table.c.canon_code2,
+                table.c.canon_value2,
+                second,
+            )
+        )
     elif value.second_type == "date" and isinstance(second, DateValue):
         conditions.append(_range(table.c.date_lo2, table.c.date_hi2, second))
     elif value.second_type == "string":
@@ -326,6 +360,36 @@ def _range(
 
 def _number(table: FromClause, v: NumberValue | QuantityValue) -> ColumnElement[bool]:
     return _number_on(table.c.value, v)
+
+
+def _quantity(
+    value: ColumnElement[Any],
+    system: ColumnElement[Any],
+    codes: tuple[ColumnElement[Any], ...],
+    canon_code: ColumnElement[Any],
+    canon_value: ColumnElement[Any],
+    v: QuantityValue,
+) -> ColumnElement[bool]:
+    """A quantity search value against one group of quantity columns.
+
+    As given (the stored value, ``system`` equal, the code equal to one of ``codes``); for a
+    UCUM value with a convertible unit, rows with a canonical form compare in canonical
+    units instead, and only rows without one (non-convertible code, indexed before
+    migration 0003 and not reindexed yet) are still matched as given.
+    """
+    exact = [_number_on(value, v)]
+    if v.system is not None:
+        exact.append(system == v.system)
+    if v.code is not None:
+        exact.append(or_(*[c == v.code for c in codes]))
+    c = v.canonical
+    if c is None:
+        return and_(*exact)
+    if v.prefix == "ap":
+        in_range = and_(canon_value >= c.ap_lo, canon_value <= c.ap_hi)
+    else:
+        in_range = _number_on(canon_value, NumberValue(v.prefix, c.value, c.lo, c.hi))
+    return or_(and_(canon_code == c.code, in_range), and_(canon_code.is_(None), *exact))
 
 
 def _number_on(col: ColumnElement[Any], v: NumberValue | QuantityValue) -> ColumnElement[bool]:

@@ -118,7 +118,16 @@ spidx_quantity = _index_table(
     Column("system", String(255), nullable=False, default=""),
     Column("code", String(100), nullable=True),
     Column("unit", String(100), nullable=True),
-    indexes=(("res_type", "param", "code", "value"),),
+    # UCUM canonical form (search/ucum.py, migration 0003): NULL where the unit is not
+    # UCUM or cannot be converted
+    Column("canon_code", String(100), nullable=True),
+    Column("canon_value", Float, nullable=True),
+    Column("canon_lo", Float, nullable=True),
+    Column("canon_hi", Float, nullable=True),
+    indexes=(
+        ("res_type", "param", "code", "value"),
+        ("res_type", "param", "canon_code", "canon_value"),
+    ),
 )
 spidx_reference = _index_table(
     "spidx_reference",
@@ -148,6 +157,10 @@ spidx_composite = _index_table(
     Column("hi2", Float, nullable=True),
     Column("date_lo2", BigInteger, nullable=True),
     Column("date_hi2", BigInteger, nullable=True),
+    Column("canon_code2", String(100), nullable=True),
+    Column("canon_value2", Float, nullable=True),
+    Column("canon_lo2", Float, nullable=True),
+    Column("canon_hi2", Float, nullable=True),
     indexes=(("res_type", "param", "code1"),),
 )
 
@@ -161,3 +174,34 @@ INDEX_TABLES: dict[str, Table] = {
     "uri": spidx_uri,
     "composite": spidx_composite,
 }
+
+# Search snapshots (docs/search.md, "Paging"): the ordered rids of a multi-page search's
+# matches when it started, so its page links return exactly those resources once each
+# whatever is written meanwhile. ``tail`` is the keyset cursor that continues after the
+# last kept row when the result was larger than the snapshot limit.
+search_snapshot = Table(
+    "search_snapshot",
+    metadata,
+    Column("sid", String(32), primary_key=True),
+    Column("query_key", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("total", Integer, nullable=True),
+    Column("tail", Text, nullable=True),
+    Column("created", BigInteger, nullable=False),
+    Column("expires", BigInteger, nullable=False),
+    Index(None, "expires"),
+)
+search_snapshot_row = Table(
+    "search_snapshot_row",
+    metadata,
+    Column(
+        "sid",
+        String(32),
+        ForeignKey("search_snapshot.sid", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("pos", Integer, primary_key=True, autoincrement=False),
+    # no foreign key: resources are never removed from ``resource`` (a delete is a
+    # version), and the rows go with their snapshot
+    Column("rid", _Id, nullable=False),
+)
