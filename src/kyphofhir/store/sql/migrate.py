@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from kyphofhir.store.sql.planner_stats import seed_sqlite_statistics
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -25,6 +27,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+        if engine.dialect.name == "sqlite":
+            seed_sqlite_statistics(conn)
+    if engine.dialect.name == "sqlite":
+        engine.dispose()  # pooled connections reload the statistics when reopened
 
 
 def current_revision(engine: Engine) -> str | None:
