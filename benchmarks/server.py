@@ -177,7 +177,9 @@ def running_server(
         *("--workers", str(workers), "--threads", str(threads), "--log-level", "WARNING"),
     ]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # no DICOM listener: the HTTP benchmarks measure the FHIR server alone
+        env = {**os.environ, "KYPHOFHIR_DICOM_PORT": "0"}
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = Server(process, port, log_path)
     try:
         _wait_ready(server, ready_timeout_s)

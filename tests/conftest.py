@@ -110,7 +110,9 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def app_config(db_url: str, tmp_path: Path) -> dict[str, Any]:
-    return {"db": db_url, "data_dir": str(tmp_path / "data")}
+    # Storing the profiles/ artefacts costs 0.07 s (SQLite) to 0.3 s (PostgreSQL) per
+    # app; tests that need them served override this fixture with load_profiles=True.
+    return {"db": db_url, "data_dir": str(tmp_path / "data"), "load_profiles": False}
 
 
 @pytest.fixture

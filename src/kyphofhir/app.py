@@ -15,6 +15,7 @@ from kyphofhir.config import Settings
 from kyphofhir.search.extract import Extractor
 from kyphofhir.search.profiles import load_search_parameters
 from kyphofhir.search.registry import SearchRegistry
+from kyphofhir.services import conformance, imaging, validation
 from kyphofhir.services.context import Services
 from kyphofhir.store.sql.backend import SqlStore
 from kyphofhir.store.sql.migrate import upgrade
@@ -30,7 +31,12 @@ def build_services(settings: Settings) -> Services:
     registry = SearchRegistry.default(load_search_parameters(settings.profiles_path))
     extractor = Extractor(registry)
     extractor.warm()
-    return Services(store=store, registry=registry, extractor=extractor, settings=settings)
+    svc = Services(store=store, registry=registry, extractor=extractor, settings=settings)
+    validation.validator(svc)  # compile the profiles now: a broken one stops the start
+    imaging.config(settings)  # DICOM mapping tables and settings: broken ones stop it too
+    if settings.load_profiles:
+        conformance.load(svc)  # serve profiles/ (unchanged artefacts are not rewritten)
+    return svc
 
 
 def create_app(

@@ -64,9 +64,34 @@ class Settings:
     )
     profiles_dir: str = _setting(
         "",
-        "Folder with custom SearchParameters (JSON) loaded at start; empty means the "
-        "repository's profiles/ folder when it exists.",
+        "Folder with the conformance artefacts (profiles, CodeSystems, ValueSets, custom "
+        "SearchParameters; JSON) used at start; empty means the repository's profiles/ "
+        "folder when it exists.",
         "/etc/kyphofhir/profiles",
+    )
+    load_profiles: bool = _setting(
+        True,
+        "Store the artefacts of profiles_dir at start so they are served (idempotent: "
+        "unchanged url+version are left alone); validation uses them either way.",
+        "false",
+    )
+    mappings_dir: str = _setting(
+        "",
+        "Folder with the study mapping files (study-table.json, timepoints.json); empty "
+        "means the repository's mappings/ folder.",
+        "/etc/kyphofhir/mappings",
+    )
+    max_import_bytes: int = _setting(
+        1024 * 1024 * 1024,
+        "Largest study table accepted by POST ResearchStudy/{id}/$import, in bytes (it is "
+        "streamed, so memory stays constant); larger gets 413.",
+        "4294967296",
+    )
+    import_batch_rows: int = _setting(
+        200,
+        "Study table rows written per database transaction by an import; a batch with a "
+        "failing write is redone row by row, so one bad row never loses the others.",
+        "1000",
     )
     default_page_size: int = _setting(20, "Search/history page size when `_count` is absent.", "50")
     max_page_size: int = _setting(
@@ -97,6 +122,79 @@ class Settings:
         True, "Apply pending database migrations when the service starts.", "false"
     )
     log_level: str = _setting("INFO", "Log level for the service's loggers.", "DEBUG")
+    odi_max_missing: int = _setting(
+        1,
+        "ODI sections that may be unanswered and still give a score (Fairbank: 1); with "
+        "more missing the ODI Observation gets a dataAbsentReason instead of a value.",
+        "2",
+    )
+    odi_texts_file: str = _setting(
+        "",
+        "Local JSON file with the licensed ODI statement texts, merged into the ODI "
+        "Questionnaire only when it is served for display (docs/study-model.md); never "
+        "commit it. Empty: codes and section titles only.",
+        "/etc/kyphofhir/odi-texts.local.json",
+    )
+
+    dicom_port: int = _setting(
+        11112,
+        "DICOM listener port (C-ECHO, C-STORE, Storage Commitment); `serve` starts the "
+        "listener with the HTTP server, 0 disables it (docs/dicom.md).",
+        "104",
+    )
+    dicom_host: str = _setting(
+        "",
+        "Interface the DICOM listener binds to; empty means the same as host.",
+        "0.0.0.0",
+    )
+    dicom_ae_title: str = _setting(
+        "KYPHOFHIR",
+        "The listener's AE title; associations calling another title are rejected.",
+        "KYPHOFHIR_TEST",
+    )
+    dicom_allowed_aes: str = _setting(
+        "",
+        "Calling AE titles allowed to associate, comma-separated, each `AE`, `AE@host` "
+        "or `AE@host:port` (port: where the peer receives Storage Commitment results on a "
+        "new association). Empty: only peers on the loopback interface are accepted.",
+        "PACS1@10.0.0.5:104,MODALITY2",
+    )
+    dicom_max_associations: int = _setting(
+        16, "Most simultaneous DICOM associations; more are rejected (transient).", "32"
+    )
+    dicom_acse_timeout: int = _setting(
+        30, "Seconds to wait for association negotiation and release messages.", "60"
+    )
+    dicom_dimse_timeout: int = _setting(
+        60, "Seconds to wait for a DIMSE message (a peer's answer to an event report).", "120"
+    )
+    dicom_network_timeout: int = _setting(
+        120, "Seconds an association may stay idle before it is aborted.", "300"
+    )
+    dicom_shutdown_timeout: int = _setting(
+        30,
+        "On SIGTERM, seconds open associations get to finish before those between two "
+        "C-STOREs are aborted (a C-STORE being processed always completes).",
+        "60",
+    )
+    dicom_patient_id_system: str = _setting(
+        "https://kyphofhir.org/fhir/sid/dicom-patient-id",
+        "Patient.identifier system a DICOM Patient ID (0010,0020) is matched under when "
+        "its issuer does not select another one (docs/dicom.md, patient policy).",
+        "urn:oid:1.2.276.0.99.1.1",
+    )
+    dicom_issuer_systems: str = _setting(
+        "",
+        "Issuer of Patient ID (0010,0021) values and the identifier system each stands "
+        "for, as ISSUER=system pairs separated by commas.",
+        "CHARITE=urn:oid:1.2.276.0.99.1.1,STUDY=https://kyphofhir.org/fhir/sid/study-subject",
+    )
+    dicom_timezone: str = _setting(
+        "",
+        "Time zone of DICOM dates and times without TimezoneOffsetFromUTC (FHIR needs one "
+        "for a time): an IANA name or +HH:MM; empty means the server's local time zone.",
+        "Europe/Berlin",
+    )
 
     @property
     def database_url(self) -> str:
@@ -112,6 +210,13 @@ class Settings:
         if self.profiles_dir:
             return Path(self.profiles_dir)
         return Path(__file__).resolve().parents[2] / "profiles"
+
+    @property
+    def mappings_path(self) -> Path:
+        """The effective mappings folder (the repository's ``mappings/`` by default)."""
+        if self.mappings_dir:
+            return Path(self.mappings_dir)
+        return Path(__file__).resolve().parents[2] / "mappings"
 
     @classmethod
     def load(

@@ -9,7 +9,7 @@ import uuid
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.routing import BaseConverter
 
-from . import interactions, system
+from . import dicomweb, interactions, operations, study, system
 from .errors import register_error_handlers
 from .negotiation import response_mimetype
 
@@ -26,6 +26,8 @@ def init_app(app: Flask) -> None:
     app.url_map.converters["fhir_type"] = FhirTypeConverter
     bp = Blueprint("fhir", __name__, url_prefix="/fhir")
     system.register(bp)
+    study.register(bp)  # ResearchStudy/{id}/$import (#5)
+    operations.register(bp)  # $validate, $lookup, $expand, $validate-code (#5)
     interactions.register(bp)
 
     @bp.before_request
@@ -34,6 +36,7 @@ def init_app(app: Flask) -> None:
         g.fhir_mimetype = response_mimetype(request)
 
     app.register_blueprint(bp)
+    dicomweb.register(app)  # WADO-RS under /dicomweb (#6)
     register_error_handlers(app)
 
     @app.before_request

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from kyphofhir.services import validation
 from kyphofhir.services.capability import capability_statement
 from kyphofhir.services.transaction import Prefer, process
 
@@ -12,7 +13,9 @@ from .negotiation import base_url, fhir_response, parse_body, prefer_return
 
 
 def metadata() -> Response:
-    return fhir_response(capability_statement(services().registry, base_url()))
+    svc = services()
+    profiles = validation.validator(svc).supported_profiles()
+    return fhir_response(capability_statement(svc.registry, base_url(), profiles))
 
 
 def transaction() -> Response:

@@ -6,6 +6,7 @@ the search parameters the store indexes (plus ``_id``/``_lastUpdated``), and JSO
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kyphofhir import __version__
@@ -24,7 +25,13 @@ TYPE_INTERACTIONS = (
     "search-type",
 )
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system", "search-system")
-EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+OPERATION_DEFINITION = "http://hl7.org/fhir/OperationDefinition/"
+# type → (operation name, OperationDefinition id) beyond $validate, which every type has
+TYPE_OPERATIONS = {
+    "Patient": (("everything", "Patient-everything"),),
+    "CodeSystem": (("lookup", "CodeSystem-lookup"),),
+    "ValueSet": (("expand", "ValueSet-expand"), ("validate-code", "ValueSet-validate-code")),
+}
 FORMATS = ("application/fhir+json", "application/json", "json")
 # Said in ``rest.documentation``: R4 has no element for "this parameter is not supported".
 NOT_SUPPORTED = (
@@ -51,7 +58,17 @@ def _revincludes(registry: SearchRegistry, rtype: str) -> list[str]:
     )
 
 
-def capability_statement(registry: SearchRegistry, base_url: str) -> dict[str, Any]:
+def _operations(rtype: str) -> list[dict[str, str]]:
+    pairs = (*TYPE_OPERATIONS.get(rtype, ()), ("validate", "Resource-validate"))
+    return [{"name": name, "definition": OPERATION_DEFINITION + d} for name, d in pairs]
+
+
+def capability_statement(
+    registry: SearchRegistry,
+    base_url: str,
+    supported_profiles: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """``supported_profiles``: type → the profiles the server validates against (#5)."""
     resources: list[dict[str, Any]] = []
     for rtype in SERVED_TYPES:
         params = [
@@ -63,6 +80,11 @@ def capability_statement(registry: SearchRegistry, base_url: str) -> dict[str, A
             {
                 "type": rtype,
                 "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+                **(
+                    {"supportedProfile": list(supported_profiles[rtype])}
+                    if supported_profiles and supported_profiles.get(rtype)
+                    else {}
+                ),
                 "interaction": [{"code": c} for c in TYPE_INTERACTIONS],
                 "versioning": "versioned-update",
                 "readHistory": True,
@@ -75,11 +97,7 @@ def capability_statement(registry: SearchRegistry, base_url: str) -> dict[str, A
                 "searchInclude": ["*", *_includes(registry, rtype)],
                 "searchRevInclude": _revincludes(registry, rtype),
                 "searchParam": params,
-                **(
-                    {"operation": [{"name": "everything", "definition": EVERYTHING}]}
-                    if rtype == "Patient"
-                    else {}
-                ),
+                "operation": _operations(rtype),
             }
         )
     return {

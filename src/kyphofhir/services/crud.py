@@ -25,7 +25,7 @@ from kyphofhir.fhir.datetimes import format_instant, now_instant
 from kyphofhir.fhir.models import is_served_type, validate_resource
 from kyphofhir.fhir.references import is_valid_id
 from kyphofhir.search.params import parse_query
-from kyphofhir.services import terminology
+from kyphofhir.services import study_hooks, terminology, validation
 from kyphofhir.services.context import Services
 from kyphofhir.store.base import StoredResource, UnitOfWork
 
@@ -63,7 +63,7 @@ def read(svc: Services, uow: UnitOfWork, rtype: str, rid: str) -> StoredResource
         raise NotFound(f"Resource {rtype}/{rid} was not found.")
     if found.deleted:
         raise Gone(f"Resource {rtype}/{rid} was deleted (version {found.version_id}).")
-    return found
+    return study_hooks.for_display(svc, found)  # licensed ODI texts, display only (#5)
 
 
 def vread(svc: Services, uow: UnitOfWork, rtype: str, rid: str, vid: str) -> StoredResource:
@@ -135,12 +135,28 @@ def _write(
     body: dict[str, Any],
     previous: StoredResource | None,
 ) -> WriteResult:
+    validation.check(svc, body)  # the profiles in meta.profile (422)
     version = previous.version_id + 1 if previous else 1
     stored, content = _stamp(body, rtype, rid, version)
     index = svc.extractor.extract(content)
     uow.write(stored, index, previous_version=previous.version_id if previous else None)
+    study_hooks.after_write(svc, uow, content, previous)  # derived study resources (#5)
     created = previous is None or previous.deleted
     return WriteResult(stored, 201 if created else 200)
+
+
+def write_checked(
+    svc: Services,
+    uow: UnitOfWork,
+    rtype: str,
+    rid: str,
+    body: dict[str, Any],
+    previous: StoredResource | None,
+) -> WriteResult:
+    """Store ``body`` as the version after ``previous`` (read by the caller) without
+    repeating the R4 structure check: for content validated already (the conformance
+    artefacts of profiles/, checked once per process; services/conformance.py)."""
+    return _write(svc, uow, rtype, rid, body, previous)
 
 
 def _criteria_items(rtype: str, criteria: str) -> list[tuple[str, str]]:
@@ -320,6 +336,7 @@ def delete(
         return DeleteResult(None)
     marker = StoredResource(rtype, rid, current.version_id + 1, now_instant(), True, None, "DELETE")
     uow.write(marker, {}, previous_version=current.version_id)
+    study_hooks.after_delete(svc, uow, current)  # derived study resources (#5)
     return DeleteResult(marker)
 
 

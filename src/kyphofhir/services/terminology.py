@@ -10,6 +10,7 @@ CodeSystem's concept nesting. The expansion replaces the clause's values with a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from kyphofhir.errors import Invalid
@@ -19,6 +20,11 @@ from kyphofhir.store.base import UnitOfWork
 
 MODIFIERS = ("in", "not-in", "above", "below")
 MAX_DEPTH = 10
+
+Finder = Callable[[str, str], dict[str, Any]]
+"""(``CodeSystem`` or ``ValueSet``, canonical URL) → the resource; raises when unknown.
+The store's finder answers searches (:func:`store_finder`); validation and the
+terminology operations pass their own, so ValueSets are expanded by one code path."""
 
 
 def resolve(svc: Services, uow: UnitOfWork, query: SearchQuery) -> SearchQuery:
@@ -59,7 +65,7 @@ def _clause(svc: Services, uow: UnitOfWork, clause: Clause) -> Clause:
         else:
             if not isinstance(value, TokenValue) or not value.system or not value.code:
                 raise Invalid(f"{name} takes system|code.", expression=[name])
-            concepts = _code_system(svc, uow, value.system, name)
+            concepts = _code_system(store_finder(svc, uow, name), value.system)
             codes = _related(concepts, value.code, below=clause.modifier == "below")
             if codes is None:
                 raise Invalid(
@@ -83,8 +89,13 @@ def _find(svc: Services, uow: UnitOfWork, rtype: str, url: str, name: str) -> di
     return page.items[0].json()
 
 
-def _code_system(svc: Services, uow: UnitOfWork, url: str, name: str) -> list[dict[str, Any]]:
-    cs = _find(svc, uow, "CodeSystem", url, name)
+def store_finder(svc: Services, uow: UnitOfWork, name: str) -> Finder:
+    """Stored CodeSystems/ValueSets by URL; an unknown one is a 400 naming ``name``."""
+    return lambda rtype, url: _find(svc, uow, rtype, url, name)
+
+
+def _code_system(find: Finder, url: str) -> list[dict[str, Any]]:
+    cs = find("CodeSystem", url)
     concepts: list[dict[str, Any]] = cs.get("concept") or []
     return concepts
 
@@ -116,30 +127,33 @@ def expand(
     svc: Services, uow: UnitOfWork, url: str, name: str, depth: int = 0
 ) -> set[tuple[str, str]]:
     """The (system, code) pairs of the stored ValueSet ``url``."""
+    return expand_with(store_finder(svc, uow, name), url, name, depth)
+
+
+def expand_with(find: Finder, url: str, name: str, depth: int = 0) -> set[tuple[str, str]]:
+    """The (system, code) pairs of the ValueSet ``url``, resolved through ``find``."""
     if depth > MAX_DEPTH:
         raise Invalid(f"{name}: value sets import each other too deeply.", expression=[name])
-    vs = _find(svc, uow, "ValueSet", url, name)
+    vs = find("ValueSet", url)
     compose = vs.get("compose") or {}
     included: set[tuple[str, str]] = set()
     for inc in compose.get("include") or []:
-        included |= _include(svc, uow, inc, name, depth)
+        included |= _include(find, inc, name, depth)
     for exc in compose.get("exclude") or []:
-        included -= _include(svc, uow, exc, name, depth)
+        included -= _include(find, exc, name, depth)
     for item in (vs.get("expansion") or {}).get("contains") or []:
         if item.get("system") and item.get("code"):
             included.add((item["system"], item["code"]))
     return included
 
 
-def _include(
-    svc: Services, uow: UnitOfWork, inc: dict[str, Any], name: str, depth: int
-) -> set[tuple[str, str]]:
+def _include(find: Finder, inc: dict[str, Any], name: str, depth: int) -> set[tuple[str, str]]:
     out: set[tuple[str, str]] = set()
     system = inc.get("system")
     if system and inc.get("concept"):
         out = {(system, c["code"]) for c in inc["concept"]}
     elif system:
-        concepts = _code_system(svc, uow, system, name)
+        concepts = _code_system(find, system)
         codes: set[str] = set()
         filters = inc.get("filter") or []
         if not filters:
@@ -159,6 +173,6 @@ def _include(
     # imported value sets are intersected with each other and with the system selection
     selected: set[tuple[str, str]] | None = out if system else None
     for imported in inc.get("valueSet") or []:
-        nested = expand(svc, uow, imported, name, depth + 1)
+        nested = expand_with(find, imported, name, depth + 1)
         selected = nested if selected is None else selected & nested
     return selected or set()

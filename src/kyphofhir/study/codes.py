@@ -31,6 +31,11 @@ DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 ARM_TYPE = "http://hl7.org/fhir/research-study-arm-type"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 DICOM_UID = "urn:dicom:uid"
+URI_SYSTEM = "urn:ietf:rfc:3986"  # ImagingStudy.series.instance.sopClass (urn:oid:<SOP Class UID>)
+ENDPOINT_CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
+ENDPOINT_PAYLOAD_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-payload-type"
+# HL7 DICOM SR IG identifier types (observation-uid, tracking-uid, sop-instance-uid, ...)
+DICOM_SR_IDENTIFIER_TYPE = "http://hl7.org/fhir/uv/dicom-sr/CodeSystem/dicom-identifier-type"
 
 # R4 core extensions
 EXT_RESEARCH_STUDY = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
@@ -67,6 +72,25 @@ QUESTIONNAIRE_ODI = f"{CANONICAL}/Questionnaire/odi"
 
 SID_STUDY_SUBJECT = identifier_system("study-subject")
 SID_SR_MEASUREMENT = identifier_system("sr-measurement")
+# DICOM Patient ID (0010,0020) when no IssuerOfPatientID maps it elsewhere (#6; configurable
+# as Settings.dicom_patient_id_system)
+SID_DICOM_PATIENT_ID = identifier_system("dicom-patient-id")
+# identifiers of the resources a study table import builds (value = the row's natural
+# key, e.g. ``<study>/<subject>/month-6/T12/vbh-anterior``): they make import idempotent
+SID_RESEARCH_STUDY = identifier_system("research-study")
+SID_RESEARCH_SUBJECT = identifier_system("research-subject")
+SID_STUDY_CONDITION = identifier_system("study-condition")
+SID_STUDY_PROCEDURE = identifier_system("study-procedure")
+SID_STUDY_VISIT = identifier_system("study-visit")
+SID_STUDY_OBSERVATION = identifier_system("study-observation")
+SID_STUDY_QUESTIONNAIRE_RESPONSE = identifier_system("study-questionnaire-response")
+
+# the subject's index date (kyphoplasty, or fracture diagnosis/enrolment in the
+# conservative arm) on ResearchSubject: the origin of the timepoint windows
+EXT_INDEX_DATE = structure_definition("index-date")
+
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+ENCOUNTER_CLASS = {"system": ACT_CODE, "code": "AMB", "display": "ambulatory"}
 
 
 def coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
@@ -79,6 +103,23 @@ def coding(system: str, code: str, display: str | None = None) -> dict[str, Any]
 def quantity(value: float, unit: str) -> dict[str, Any]:
     """A UCUM Quantity (``unit`` is both the code and the display)."""
     return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+
+
+# --- DICOM imaging (#6, docs/dicom.md) -----------------------------------------------
+
+ACCESSION_TYPE = coding(V2_0203, "ACSN", "Accession ID")
+STUDY_INSTANCE_UID_TYPE = coding(DCM, "110180", "Study Instance UID")
+MEASUREMENT_GROUP = coding(DCM, "125007", "Measurement Group")
+# meta.tag codes set by DICOM ingest: a Patient created from a DICOM patient module that
+# a person must match to the right patient (`kyphofhir dicom reconcile`), and an
+# ImagingStudy/Observation whose date lies in no protocol timepoint window (kept, flagged)
+CS_IMAGING_TAG = code_system("imaging-tag")
+TAG_NEEDS_RECONCILIATION = coding(
+    CS_IMAGING_TAG, "needs-reconciliation", "Created from DICOM; to be matched to a patient"
+)
+TAG_OUTSIDE_WINDOW = coding(
+    CS_IMAGING_TAG, "outside-window", "Imaging date outside every timepoint window"
+)
 
 
 # --- Outcomes ------------------------------------------------------------------------
