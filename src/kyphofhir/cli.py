@@ -187,9 +187,7 @@ def _write_demo_dicom(
             bar.update(1)
     clinical = demo_dicom.without_radiographs(rows)
     table = out / f"study-table-no-radiographs.{fmt}"
-    table.write_text(
-        demo.to_csv(clinical) if fmt == "csv" else demo.to_ndjson(clinical), "utf-8"
-    )
+    table.write_text(demo.to_csv(clinical) if fmt == "csv" else demo.to_ndjson(clinical), "utf-8")
     with (out / "README.txt").open("a", encoding="utf-8") as fh:
         fh.write(demo_dicom.README.format(table=table.name))
     click.echo(f"{written} DICOM files written to {folder}; import {table} to go with them")
