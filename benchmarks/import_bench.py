@@ -265,25 +265,28 @@ def measure(backend: str, scale: int, pg_url: str, bundle_size: int) -> dict[str
         return out
 
 
-def print_table(results: list[dict[str, Any]]) -> None:
+def print_head() -> None:
     head = (
         f"{'backend':9}{'scale':>6}{'rows':>8}{'resources':>10}{'import s':>10}{'rows/s':>8}"
         f"{'res/s':>8}{'peak MiB':>9}{'re-imp rows/s':>14}{'bundle res/s':>13}"
         f"{'peak MiB':>9}{'ratio':>7}"
     )
     print(head)
-    print("-" * len(head))
-    for r in results:
-        imp, bun = r["import"], r["bundles"]
-        print(
-            f"{r['backend']:9}{r['scale']:>6}{r['rows']:>8}{imp['resources_new']:>10}"
-            f"{imp['seconds']:>10.1f}{r['import_rows_per_s']:>8.0f}"
-            f"{r['import_resources_per_s']:>8.0f}{imp['peak_rss_mib']:>9.0f}"
-            f"{r['reimport_rows_per_s']:>14.0f}{r['bundle_resources_per_s']:>13.0f}"
-            f"{bun['peak_rss_mib']:>9.0f}{r['ratio_import_to_bundles']:>7.2f}"
-        )
-        if not r["same_resources"] or imp["failed"]:
-            print(f"  WARNING: {imp['failed']} rows failed or the two databases differ")
+    print("-" * len(head), flush=True)
+
+
+def print_row(r: dict[str, Any]) -> None:
+    imp, bun = r["import"], r["bundles"]
+    print(
+        f"{r['backend']:9}{r['scale']:>6}{r['rows']:>8}{imp['resources_new']:>10}"
+        f"{imp['seconds']:>10.1f}{r['import_rows_per_s']:>8.0f}"
+        f"{r['import_resources_per_s']:>8.0f}{imp['peak_rss_mib']:>9.0f}"
+        f"{r['reimport_rows_per_s']:>14.0f}{r['bundle_resources_per_s']:>13.0f}"
+        f"{bun['peak_rss_mib']:>9.0f}{r['ratio_import_to_bundles']:>7.2f}"
+    )
+    if not r["same_resources"] or imp["failed"]:
+        print(f"  WARNING: {imp['failed']} rows failed or the two databases differ")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,14 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
     scales = [int(s) for s in args.scales.split(",")]
     results = []
+    print_head()
     for backend in backends:
         for scale in scales:
-            print(f"... {backend} x{scale}", file=sys.stderr, flush=True)
             try:
                 results.append(measure(backend, scale, args.pg_url, args.bundle_size))
             except Exception as exc:  # noqa: BLE001 - report and go on with the next
                 print(f"{backend} x{scale} skipped: {exc}", file=sys.stderr)
-    print_table(results)
+                continue
+            print_row(results[-1])
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"import-{time.strftime('%Y%m%dT%H%M%S')}.json"
     meta = {"python": platform.python_version(), "machine": platform.machine()}
