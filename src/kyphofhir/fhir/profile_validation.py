@@ -46,6 +46,7 @@ from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from kyphofhir.errors import Issue
+from kyphofhir.fhir.primitives import choice_type
 
 CORE = "http://hl7.org/fhir/StructureDefinition/"
 
@@ -80,28 +81,6 @@ _DOCUMENTATION = {
     "contentReference",
 }
 _RULES = {"min", "max", "type", "binding", "constraint", "slicing", "sliceName"}
-
-_PRIMITIVES = {
-    "Base64Binary",
-    "Boolean",
-    "Canonical",
-    "Code",
-    "Date",
-    "DateTime",
-    "Decimal",
-    "Id",
-    "Instant",
-    "Integer",
-    "Markdown",
-    "Oid",
-    "PositiveInt",
-    "String",
-    "Time",
-    "UnsignedInt",
-    "Uri",
-    "Url",
-    "Uuid",
-}
 
 
 class ProfileError(ValueError):
@@ -483,7 +462,7 @@ def _children(parent: _Value, node: _Node) -> Iterator[_Value]:
         for key, value in data.items():
             suffix = key[len(prefix) :]
             if key.startswith(prefix) and suffix[:1].isupper():
-                type_name = suffix[0].lower() + suffix[1:] if suffix in _PRIMITIVES else suffix
+                type_name = choice_type(suffix)
                 yield from _listed(value, f"{parent.location}.{key}", type_name)
         return
     if name not in data:

@@ -32,6 +32,7 @@ from fhirpathpy.models import models
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
+from kyphofhir.fhir.primitives import choice_type
 from kyphofhir.search.registry import split_union
 
 log = logging.getLogger(__name__)
@@ -49,27 +50,6 @@ _PARENT: dict[str, str] = _MODEL["type2Parent"]
 # Backbone element paths (``Observation.component``) are not keys of path2Type themselves.
 _BACKBONES = {k.rsplit(".", 1)[0] for k in _PATH2TYPE if k.count(".") >= 2}
 
-_PRIMITIVE_CHOICES = {
-    "Base64Binary",
-    "Boolean",
-    "Canonical",
-    "Code",
-    "Date",
-    "DateTime",
-    "Decimal",
-    "Id",
-    "Instant",
-    "Integer",
-    "Markdown",
-    "Oid",
-    "PositiveInt",
-    "String",
-    "Time",
-    "UnsignedInt",
-    "Uri",
-    "Url",
-    "Uuid",
-}
 _SYSTEM_TYPES = {
     "System.String": "string",
     "System.Boolean": "boolean",
@@ -278,7 +258,7 @@ def _walk(
 
 
 def _choice_type(suffix: str) -> str:
-    return suffix[0].lower() + suffix[1:] if suffix in _PRIMITIVE_CHOICES else suffix
+    return choice_type(suffix)
 
 
 def _push(out: list[tuple[str, Any]], value: Any, type_name: str) -> None:
